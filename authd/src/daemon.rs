@@ -1,0 +1,139 @@
+//! Start-up, serving, signals and shutdown of `halos-authd`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::{Config, ListenAddress};
+use crate::http::{AppState, router};
+use crate::systemd;
+use crate::users::store::{Reload, UsersStore};
+use crate::users::verifier::PasswordVerifier;
+
+/// Where the daemon ended up listening (port 0 resolves to a real port).
+#[derive(Debug, Clone)]
+pub enum BoundAddress {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for BoundAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BoundAddress::Tcp(a) => write!(f, "tcp://{a}"),
+            BoundAddress::Unix(p) => write!(f, "unix://{}", p.display()),
+        }
+    }
+}
+
+enum Bound {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+async fn bind(addr: &ListenAddress) -> anyhow::Result<(Bound, BoundAddress)> {
+    match addr {
+        ListenAddress::Tcp(a) => {
+            let l = TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a}"))?;
+            let local = l.local_addr()?;
+            Ok((Bound::Tcp(l), BoundAddress::Tcp(local)))
+        }
+        ListenAddress::Unix(p) => {
+            // A stale socket from a previous run would make bind fail.
+            if std::fs::symlink_metadata(p).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_socket()
+            }) {
+                let _ = std::fs::remove_file(p);
+            }
+            let l = UnixListener::bind(p)
+                .with_context(|| format!("cannot listen on {}", p.display()))?;
+            Ok((Bound::Unix(l), BoundAddress::Unix(p.clone())))
+        }
+    }
+}
+
+/// Builds the shared state from a validated configuration.
+pub fn build_state(config: Config) -> anyhow::Result<AppState> {
+    let users = UsersStore::open(&config.authentication_backend.file.path)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pw = &config.authentication_backend.file.password;
+    let verifier = PasswordVerifier::start(pw.max_concurrent, pw.max_queued, &pw.argon2);
+    Ok(AppState {
+        config: Arc::new(config),
+        users,
+        verifier,
+    })
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let state = build_state(config)?;
+    let _users_watch = if state.config.authentication_backend.file.watch {
+        match state.users.watch() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the users file; changes apply on SIGHUP");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let (listener, bound) = bind(&state.config.server.address.listen).await?;
+    let prefix = state.config.path_prefix().to_string();
+    let app = router(state.clone());
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let users = state.users.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            systemd::reloading();
+            match users.reload() {
+                Reload::Failed(e) => tracing::error!(
+                    "reload: users file is invalid, keeping the last good copy: {e}"
+                ),
+                other => tracing::info!(outcome = ?other, "reloaded on SIGHUP"),
+            }
+            systemd::ready();
+        }
+    });
+
+    // Printed to stderr in a fixed form: tests and scripts wait for it.
+    eprintln!("halos-authd ready: listening on {bound}{prefix}");
+    tracing::info!(address = %bound, prefix = %prefix, users = state.users.snapshot().len(), "halos-authd ready");
+    systemd::ready();
+    systemd::spawn_watchdog();
+
+    let shutdown = async {
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        systemd::stopping();
+        tracing::info!("shutting down");
+    };
+    match listener {
+        Bound::Tcp(l) => {
+            axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+        Bound::Unix(l) => {
+            axum::serve(l, app.into_make_service())
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! Password verification off the async runtime, with bounded memory.
+//!
+//! A fixed number of worker threads ("slots") verify digests; each keeps one argon2
+//! scratch buffer that it reuses between jobs and frees after a quiet spell. Jobs wait in
+//! a bounded queue; when it is full the caller gets [`VerifyError::Busy`] at once, which
+//! the HTTP layer turns into 503 + `Retry-After`. So a login flood costs at most
+//! `slots × memory` and never grows the heap.
+//!
+//! Unknown and disabled users are verified against a dummy digest with the same
+//! parameters as real ones, so response time does not reveal whether a user exists.
+
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use argon2::Block;
+use tokio::sync::oneshot;
+use zeroize::Zeroizing;
+
+use super::hash::{PasswordDigest, hash_password, random_bytes};
+use crate::config::Argon2Config;
+
+/// Free a worker's scratch memory after this long without work.
+const IDLE_RELEASE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("too many logins in progress; try again shortly")]
+    Busy,
+    #[error("password verification workers are gone")]
+    Stopped,
+}
+
+struct Job {
+    password: Zeroizing<Vec<u8>>,
+    digest: Arc<PasswordDigest>,
+    reply: oneshot::Sender<bool>,
+}
+
+/// Cloneable handle to the verification pool.
+#[derive(Clone)]
+pub struct PasswordVerifier {
+    tx: SyncSender<Job>,
+    dummy: Arc<PasswordDigest>,
+}
+
+impl std::fmt::Debug for PasswordVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordVerifier")
+    }
+}
+
+impl PasswordVerifier {
+    /// Starts `slots` worker threads with room for `queue` waiting jobs. The dummy digest
+    /// uses `params`, the parameters new hashes get.
+    pub fn start(slots: usize, queue: usize, params: &Argon2Config) -> Self {
+        let (tx, rx) = sync_channel::<Job>(queue);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..slots.max(1) {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("pw-verify-{i}"))
+                .spawn(move || worker(&rx));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start password verification thread");
+            }
+        }
+        let mut pw = [0u8; 32];
+        random_bytes(&mut pw);
+        let dummy = hash_password(&pw, params)
+            .ok()
+            .and_then(|h| PasswordDigest::parse(&h).ok())
+            .unwrap_or(PasswordDigest::Bcrypt(
+                // Only reached with invalid configured params, which validation refuses.
+                "$2b$12$C6UzMDM.H6dfI/f/IKxGhuBK3JbU3Yfu2IlQ0vH8gBUF.SwgBb0vW".into(),
+            ));
+        Self {
+            tx,
+            dummy: Arc::new(dummy),
+        }
+    }
+
+    /// Verifies `password` against `digest`, or against the dummy digest when `None`
+    /// (unknown or disabled user: same cost, always false).
+    pub async fn verify(
+        &self,
+        password: &str,
+        digest: Option<Arc<PasswordDigest>>,
+    ) -> Result<bool, VerifyError> {
+        let real = digest.is_some();
+        let digest = digest.unwrap_or_else(|| Arc::clone(&self.dummy));
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            password: Zeroizing::new(password.as_bytes().to_vec()),
+            digest,
+            reply,
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(VerifyError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(VerifyError::Stopped),
+        }
+        let ok = rx.await.map_err(|_| VerifyError::Stopped)?;
+        Ok(ok && real)
+    }
+}
+
+fn worker(rx: &Mutex<std::sync::mpsc::Receiver<Job>>) {
+    let mut blocks: Vec<Block> = Vec::new();
+    loop {
+        let next = {
+            let Ok(guard) = rx.lock() else { return };
+            if blocks.is_empty() {
+                guard.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                guard.recv_timeout(IDLE_RELEASE)
+            }
+        };
+        match next {
+            Ok(job) => {
+                let ok = job.digest.verify(&job.password, &mut blocks);
+                // Keep the buffer only while it is a sane size for the next job.
+                let _ = job.reply.send(ok);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                // Quiet: give the memory back. 64 MiB buffers are mmapped by glibc, so
+                // dropping them really returns them to the OS.
+                blocks = Vec::new();
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> Argon2Config {
+        Argon2Config {
+            memory: 1024,
+            iterations: 1,
+            parallelism: 1,
+            ..Argon2Config::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn verifies_and_dummy_is_always_false() {
+        let v = PasswordVerifier::start(1, 4, &cheap());
+        let d = Arc::new(PasswordDigest::parse(&hash_password(b"pw", &cheap()).unwrap()).unwrap());
+        assert_eq!(v.verify("pw", Some(d.clone())).await, Ok(true));
+        assert_eq!(v.verify("nope", Some(d)).await, Ok(false));
+        assert_eq!(v.verify("pw", None).await, Ok(false));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn full_queue_answers_busy_instead_of_growing() {
+        // Expensive enough that the queue fills before the first job ends.
+        let heavy = Argon2Config {
+            memory: 32 * 1024,
+            iterations: 4,
+            parallelism: 1,
+            ..Argon2Config::default()
+        };
+        let v = PasswordVerifier::start(1, 2, &heavy);
+        let mut tasks = Vec::new();
+        for _ in 0..12 {
+            let v = v.clone();
+            tasks.push(tokio::spawn(async move { v.verify("x", None).await }));
+        }
+        let mut busy = 0;
+        let mut done = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Err(VerifyError::Busy) => busy += 1,
+                Ok(false) => done += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(busy >= 8, "busy={busy} done={done}");
+        assert!(done >= 1 && done <= 4, "busy={busy} done={done}");
+    }
+}
