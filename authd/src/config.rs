@@ -995,7 +995,7 @@ impl Config {
             }
             if r.policy == Policy::Bypass && !r.subject.0.is_empty() {
                 err(
-                    &format!("{key}"),
+                    &key.to_string(),
                     "a bypass rule cannot have a subject".into(),
                 );
             }

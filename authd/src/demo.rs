@@ -16,7 +16,7 @@ pub enum DemoDir {
 
 /// Writes a users file with a `demo` user (random password, printed) and returns a
 /// configuration listening on 127.0.0.1:9091/sso with state in `dir` or a temp dir.
-pub fn prepare(dir: Option<&Path>) -> anyhow::Result<(Config, DemoDir)> {
+pub fn prepare(dir: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<(Config, DemoDir)> {
     let (path, guard) = match dir {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
@@ -35,6 +35,11 @@ pub fn prepare(dir: Option<&Path>) -> anyhow::Result<(Config, DemoDir)> {
     config.identity_providers.oidc.clients_dir = path.join("oidc-clients.d");
     config.hostnames_file.0 = path.join("hostnames.conf");
     std::fs::create_dir_all(&config.identity_providers.oidc.clients_dir)?;
+    // AUTHD_* overrides apply to the demo too (e.g. another port).
+    let errors = config.apply_env(env);
+    if !errors.is_empty() {
+        anyhow::bail!("{}", crate::config::ConfigErrors(errors));
+    }
 
     let file = UsersFile::new(&config.authentication_backend.file.path);
     let existing = file.load()?;
@@ -66,6 +71,11 @@ pub fn prepare(dir: Option<&Path>) -> anyhow::Result<(Config, DemoDir)> {
         );
     }
     println!("state dir: {}", path.display());
-    println!("health:    curl http://127.0.0.1:9091/sso/api/health");
+    if let crate::config::ListenAddress::Tcp(a) = &config.server.address.listen {
+        println!(
+            "health:    curl http://{a}{}/api/health",
+            config.server.address.path_prefix
+        );
+    }
     Ok((config, guard))
 }

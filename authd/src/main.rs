@@ -45,7 +45,7 @@ fn env_vars() -> Vec<(String, String)> {
 fn main() -> ExitCode {
     let args = Args::parse();
     let (config, _demo_guard) = if args.demo {
-        match authd::demo::prepare(args.demo_dir.as_deref()) {
+        match authd::demo::prepare(args.demo_dir.as_deref(), &env_vars()) {
             Ok((c, g)) => (c, Some(g)),
             Err(e) => {
                 eprintln!("halos-authd: cannot prepare the demo: {e:#}");

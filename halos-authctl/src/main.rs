@@ -1,1 +1,329 @@
-fn main() {}
+//! `halos-authctl`: administration CLI for halos-authd.
+//!
+//! Works with the daemon stopped: it edits the same files the daemon watches, with the
+//! same crash-safe writer. Exit codes: 0 success, 1 failure, 2 usage error.
+//! Passwords are never taken from argv: `--password-stdin`, or a no-echo prompt on a TTY.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use authd::config::{Config, DEFAULT_CONFIG_PATH};
+use authd::users::edit::{EditError, NewUser, UserChange, UserPatch, UsersFile};
+use authd::users::{User, UsersDb, hash_password};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "halos-authctl",
+    version,
+    about = "Administer halos-authd: users, configuration checks",
+    propagate_version = true
+)]
+struct Cli {
+    /// Configuration file of the daemon (optional at the default path).
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "AUTHD_CONFIG",
+        value_name = "PATH"
+    )]
+    config: Option<PathBuf>,
+    /// Users file to use instead of the one the configuration names.
+    #[arg(long, global = true, value_name = "PATH")]
+    users_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Manage users in the users database.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Print an argon2id digest for a password read from stdin or a prompt.
+    HashPassword(PasswordSource),
+    /// Validate the configuration and the users file offline.
+    Check,
+}
+
+#[derive(Args, Debug)]
+struct PasswordSource {
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// List users.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one user.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a user.
+    Add {
+        name: String,
+        #[arg(long, value_name = "TEXT")]
+        display_name: Option<String>,
+        #[arg(long)]
+        email: String,
+        /// Group membership (repeat for several).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        /// Create the account disabled.
+        #[arg(long)]
+        disabled: bool,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// Change a user's display name, email, groups or enabled state.
+    Update {
+        name: String,
+        #[arg(long, value_name = "TEXT")]
+        display_name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// Replace the user's groups (repeat for several).
+        #[arg(long = "group", value_name = "GROUP", conflicts_with = "no_groups")]
+        groups: Vec<String>,
+        /// Remove the user from every group.
+        #[arg(long)]
+        no_groups: bool,
+        #[arg(long, conflicts_with = "enable")]
+        disable: bool,
+        #[arg(long)]
+        enable: bool,
+    },
+    /// Set a user's password.
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// Delete a user.
+    #[command(alias = "delete")]
+    Del { name: String },
+}
+
+/// A failure: exit 1 with a clear message on stderr.
+struct Failure(anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.into())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(e)) => {
+            eprintln!("halos-authctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let (path, optional) = match &cli.config {
+        Some(p) => (p.clone(), false),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), true),
+    };
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut config = Config::load(&path, optional, &env)
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    if let Some(u) = &cli.users_file {
+        config.authentication_backend.file.path = u.clone();
+    }
+    Ok(config)
+}
+
+fn read_password(src: &PasswordSource, confirm: bool) -> anyhow::Result<Zeroizing<String>> {
+    let pw = if src.password_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
+        Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_string())
+    } else if std::io::stdin().is_terminal() {
+        let pw = Zeroizing::new(rpassword::prompt_password("Password: ")?);
+        if confirm {
+            let again = Zeroizing::new(rpassword::prompt_password("Again: ")?);
+            if *again != *pw {
+                bail!("the passwords do not match");
+            }
+        }
+        pw
+    } else {
+        bail!("no password given: use --password-stdin (passwords are never taken as arguments)");
+    };
+    if pw.is_empty() {
+        bail!("the password is empty");
+    }
+    if pw.len() > 1024 {
+        bail!("the password is longer than 1024 bytes");
+    }
+    Ok(pw)
+}
+
+fn user_json(u: &User) -> serde_json::Value {
+    json!({
+        "name": u.name,
+        "displayname": u.displayname,
+        "email": u.email,
+        "groups": u.groups,
+        "disabled": u.disabled,
+        "password_algorithm": u.digest.algorithm_name(),
+    })
+}
+
+/// Refuses a change that would leave no enabled member in `admins`.
+fn keep_an_admin(change: &UserChange) -> impl FnOnce(&UsersDb) -> Result<(), EditError> + '_ {
+    move |db| authd::users::edit::keep_last_admin(db, change)
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let config = load_config(&cli)?;
+    let file = UsersFile::new(&config.authentication_backend.file.path);
+    let argon2 = &config.authentication_backend.file.password.argon2;
+    match cli.command {
+        Command::Check => {
+            let db = file.load()?;
+            println!(
+                "configuration OK; users file {} OK ({} users)",
+                config.authentication_backend.file.path.display(),
+                db.len()
+            );
+        }
+        Command::HashPassword(src) => {
+            let pw = read_password(&src, true)?;
+            println!("{}", hash_password(pw.as_bytes(), argon2)?);
+        }
+        Command::User(cmd) => match cmd {
+            UserCommand::List { json } => {
+                let db = file.load()?;
+                if json {
+                    let list: Vec<_> = db.iter().map(|u| user_json(u)).collect();
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    for u in db.iter() {
+                        println!(
+                            "{}\t{}\t{}\t{}{}",
+                            u.name,
+                            u.displayname,
+                            u.email,
+                            u.groups.join(","),
+                            if u.disabled { "\tdisabled" } else { "" }
+                        );
+                    }
+                }
+            }
+            UserCommand::Show { name, json } => {
+                let db = file.load()?;
+                let u = db.get(&name).ok_or(EditError::NotFound(name))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&user_json(u))?);
+                } else {
+                    println!("name:        {}", u.name);
+                    println!("displayname: {}", u.displayname);
+                    println!("email:       {}", u.email);
+                    println!("groups:      {}", u.groups.join(", "));
+                    println!("disabled:    {}", u.disabled);
+                    println!("password:    {}", u.digest.algorithm_name());
+                }
+            }
+            UserCommand::Add {
+                name,
+                display_name,
+                email,
+                groups,
+                disabled,
+                password,
+            } => {
+                let new = NewUser {
+                    displayname: display_name.unwrap_or_else(|| name.clone()),
+                    name,
+                    email,
+                    groups,
+                    password_digest: String::new(),
+                    disabled,
+                };
+                // Validate before asking for (and hashing) a password.
+                UserChange::Add(new.clone()).validate()?;
+                let pw = read_password(&password, true)?;
+                let change = UserChange::Add(NewUser {
+                    password_digest: hash_password(pw.as_bytes(), argon2)?,
+                    ..new
+                });
+                file.apply(&change, |_| Ok(()))?;
+                eprintln!("user added");
+            }
+            UserCommand::Update {
+                name,
+                display_name,
+                email,
+                groups,
+                no_groups,
+                disable,
+                enable,
+            } => {
+                let patch = UserPatch {
+                    displayname: display_name,
+                    email,
+                    groups: if no_groups {
+                        Some(Vec::new())
+                    } else if groups.is_empty() {
+                        None
+                    } else {
+                        Some(groups)
+                    },
+                    disabled: if disable {
+                        Some(true)
+                    } else if enable {
+                        Some(false)
+                    } else {
+                        None
+                    },
+                    password_digest: None,
+                };
+                let change = UserChange::Update(name, patch);
+                file.apply(&change, keep_an_admin(&change))?;
+                eprintln!("user updated");
+            }
+            UserCommand::Passwd { name, password } => {
+                if file.load()?.get(&name).is_none() {
+                    return Err(EditError::NotFound(name).into());
+                }
+                let pw = read_password(&password, true)?;
+                let change = UserChange::Update(
+                    name,
+                    UserPatch {
+                        password_digest: Some(hash_password(pw.as_bytes(), argon2)?),
+                        ..Default::default()
+                    },
+                );
+                file.apply(&change, |_| Ok(()))?;
+                eprintln!("password changed");
+            }
+            UserCommand::Del { name } => {
+                let change = UserChange::Delete(name);
+                file.apply(&change, keep_an_admin(&change))?;
+                eprintln!("user deleted");
+            }
+        },
+    }
+    Ok(())
+}

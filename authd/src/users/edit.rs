@@ -240,12 +240,11 @@ pub fn apply_change(text: &str, change: &UserChange) -> Result<String, EditError
             }
             match p.disabled {
                 Some(true) => m.set("disabled", scalar_node("true")?),
-                Some(false) => {
-                    if m.contains_key("disabled") {
-                        m.set("disabled", scalar_node("false")?);
-                    }
+                // Enabling only touches files that already say `disabled:`.
+                Some(false) if m.contains_key("disabled") => {
+                    m.set("disabled", scalar_node("false")?)
                 }
-                None => {}
+                _ => {}
             }
         }
         UserChange::Delete(name) => {
@@ -268,6 +267,37 @@ pub fn apply_change(text: &str, change: &UserChange) -> Result<String, EditError
         return Err(EditError::Unparsable("the edit changed other users".into()));
     }
     Ok(out)
+}
+
+/// The group whose last enabled member cannot be removed or disabled.
+pub const ADMIN_GROUP: &str = "admins";
+
+/// Refuses a change that would leave `admins` without an enabled member, so the
+/// appliance cannot be locked out of its own administration.
+pub fn keep_last_admin(db: &UsersDb, change: &UserChange) -> Result<(), EditError> {
+    let target = match change {
+        UserChange::Delete(n) => n,
+        UserChange::Update(n, p)
+            if p.disabled == Some(true)
+                || p.groups
+                    .as_ref()
+                    .is_some_and(|g| !g.iter().any(|g| g == ADMIN_GROUP)) =>
+        {
+            n
+        }
+        _ => return Ok(()),
+    };
+    let is_active_admin =
+        |u: &super::User| !u.disabled && u.groups.iter().any(|g| g == ADMIN_GROUP);
+    let Some(user) = db.get(target) else {
+        return Ok(());
+    };
+    if is_active_admin(user) && db.iter().filter(|u| is_active_admin(u)).count() == 1 {
+        return Err(EditError::Invalid(format!(
+            "{target:?} is the last enabled member of {ADMIN_GROUP:?}; add another admin first"
+        )));
+    }
+    Ok(())
 }
 
 /// The users file on disk.
@@ -496,6 +526,46 @@ mod tests {
             apply_change(&file(), &UserChange::Add(u)),
             Err(EditError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn last_admin_is_protected() {
+        let db = UsersDb::parse(&file(), "x").unwrap();
+        let del = UserChange::Delete("admin".into());
+        assert!(matches!(
+            keep_last_admin(&db, &del),
+            Err(EditError::Invalid(_))
+        ));
+        let disable = UserChange::Update(
+            "admin".into(),
+            UserPatch {
+                disabled: Some(true),
+                ..Default::default()
+            },
+        );
+        assert!(keep_last_admin(&db, &disable).is_err());
+        let demote = UserChange::Update(
+            "admin".into(),
+            UserPatch {
+                groups: Some(vec![]),
+                ..Default::default()
+            },
+        );
+        assert!(keep_last_admin(&db, &demote).is_err());
+        assert!(keep_last_admin(&db, &UserChange::Delete("crew".into())).is_ok());
+        let out = apply_change(
+            &file(),
+            &UserChange::Update(
+                "crew".into(),
+                UserPatch {
+                    groups: Some(vec!["admins".into()]),
+                    ..Default::default()
+                },
+            ),
+        )
+        .unwrap();
+        let db = UsersDb::parse(&out, "x").unwrap();
+        assert!(keep_last_admin(&db, &del).is_ok());
     }
 
     #[test]

@@ -179,6 +179,6 @@ mod tests {
             }
         }
         assert!(busy >= 8, "busy={busy} done={done}");
-        assert!(done >= 1 && done <= 4, "busy={busy} done={done}");
+        assert!((1..=4).contains(&done), "busy={busy} done={done}");
     }
 }

@@ -1,0 +1,187 @@
+//! Shared helpers: start the real daemon, talk HTTP/1.1 to it, run the CLI.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const DAEMON: &str = env!("CARGO_BIN_EXE_halos-authd");
+
+/// `halos-authctl` lives in the sibling crate; it is built by `cargo test --workspace`.
+pub fn authctl_path() -> PathBuf {
+    let daemon = Path::new(DAEMON);
+    daemon.with_file_name("halos-authctl")
+}
+
+/// Runs halos-authctl with `args`, feeding `stdin`.
+pub fn authctl(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(authctl_path())
+        .args(args)
+        .env_remove("AUTHD_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("halos-authctl must be built (cargo test --workspace)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A running daemon, killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub prefix: String,
+    /// State directory; kept alive (and removed) with the daemon.
+    pub _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    /// Starts the daemon with `extra_yaml` appended to a config that listens on port 0 and
+    /// keeps all state in a new temp dir. `users_yaml` becomes the users file. Hashing
+    /// uses cheap argon2 parameters so tests do not spend seconds per password.
+    pub fn start(users_yaml: &str, extra_yaml: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users_database.yml");
+        std::fs::write(&users, users_yaml).unwrap();
+        let cfg = dir.path().join("authd.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "server:\n  address: tcp://127.0.0.1:0/sso\nauthentication_backend:\n  file:\n    path: {}\n    password:\n      argon2: {{memory: 1024, iterations: 1, parallelism: 1}}\nstorage:\n  local:\n    path: {}\nidentity_providers:\n  oidc:\n    clients_dir: {}\nhostnames_file: {}\n{extra_yaml}",
+                users.display(),
+                dir.path().join("state.sqlite").display(),
+                dir.path().join("oidc-clients.d").display(),
+                dir.path().join("hostnames.conf").display(),
+            ),
+        )
+        .unwrap();
+        Self::spawn(
+            Command::new(DAEMON)
+                .arg("--config")
+                .arg(&cfg)
+                .stdout(Stdio::null()),
+            dir,
+        )
+    }
+
+    pub fn spawn(cmd: &mut Command, dir: tempfile::TempDir) -> Daemon {
+        let mut child = cmd
+            .env_remove("AUTHD_CONFIG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && line.starts_with("halos-authd ready: listening on tcp://") {
+                    let _ = tx.send(Ok(line.clone()));
+                    sent = true;
+                }
+                if std::env::var_os("AUTHD_TEST_LOG").is_some() {
+                    eprintln!("[daemon] {line}");
+                }
+                if !sent && (line.contains("halos-authd:") || line.contains("invalid")) {
+                    let _ = tx.send(Err(line.clone()));
+                }
+            }
+        });
+        // The ready line is the readiness signal; no sleeping.
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => panic!("daemon failed to start: {e}"),
+            Err(_) => panic!("daemon did not become ready"),
+        };
+        let rest = line.trim_start_matches("halos-authd ready: listening on tcp://");
+        let (addr, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        Daemon {
+            child,
+            addr: addr.parse().unwrap(),
+            prefix: prefix.to_string(),
+            _dir: dir,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> HttpResponse {
+        http(self.addr, "GET", &format!("{}{path}", self.prefix), &[], "")
+    }
+}
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal blocking HTTP/1.1 client (Connection: close), enough for tests.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}

@@ -1,0 +1,10 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+//! Integration tests: one binary (one link) with a module per area.
+//! They run the real `halos-authd` / `halos-authctl` binaries on port 0 with temp dirs.
+
+mod common;
+mod config_cli;
+mod daemon;
+mod hashes;
+mod users_cli;
+mod users_reload;
