@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod demo;
 pub mod duration;
 pub mod http;
+pub mod oidc;
 pub mod secret;
 pub mod systemd;
 pub mod users;

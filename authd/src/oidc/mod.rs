@@ -1,0 +1,36 @@
+//! The OpenID Connect provider core: signing keys, discovery, clients, PKCE, claims,
+//! opaque tokens and the validation of authorization and token requests.
+//!
+//! Everything here is pure (no HTTP, no storage): time comes in as `now` (unix seconds)
+//! and randomness through [`tokens::Rng`], so every rule has a deterministic unit test.
+//! The HTTP layer parses a request, calls one function here and maps the result;
+//! storage keeps what these functions return (grants, hashes of tokens).
+//!
+//! Standards: OpenID Connect Core 1.0 and Discovery 1.0, RFC 6749 (OAuth 2.0), RFC 7636
+//! (PKCE), RFC 8414 (metadata), RFC 9207 (`iss` in authorization responses), RFC 9700
+//! (OAuth 2.0 security BCP), RFC 8176 (`amr` values), RFC 7638 (JWK thumbprints).
+
+pub mod error;
+pub mod issuer;
+pub mod pkce;
+pub mod scope;
+pub mod tokens;
+
+pub use error::OAuthError;
+pub use issuer::{Issuer, IssuerError};
+pub use scope::{Scope, Scopes};
+pub use tokens::{OsRng, Rng, TokenKind, generate_token, token_hash};
+
+/// Endpoint paths relative to the issuer (DESIGN §5). The router and the discovery
+/// document both use these, so they cannot drift apart.
+pub mod paths {
+    pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+    pub const OAUTH_AUTHORIZATION_SERVER: &str = "/.well-known/oauth-authorization-server";
+    pub const JWKS: &str = "/jwks.json";
+    pub const AUTHORIZATION: &str = "/api/oidc/authorization";
+    pub const TOKEN: &str = "/api/oidc/token";
+    pub const USERINFO: &str = "/api/oidc/userinfo";
+    pub const INTROSPECTION: &str = "/api/oidc/introspection";
+    pub const REVOCATION: &str = "/api/oidc/revocation";
+    pub const END_SESSION: &str = "/api/oidc/end-session";
+}
