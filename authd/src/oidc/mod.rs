@@ -12,12 +12,14 @@
 
 pub mod error;
 pub mod issuer;
+pub mod keys;
 pub mod pkce;
 pub mod scope;
 pub mod tokens;
 
 pub use error::OAuthError;
 pub use issuer::{Issuer, IssuerError};
+pub use keys::{KeyError, SigningAlg, SigningKeys, TokenVerifyError};
 pub use scope::{Scope, Scopes};
 pub use tokens::{OsRng, Rng, TokenKind, generate_token, token_hash};
 
