@@ -10,6 +10,7 @@
 //! (PKCE), RFC 8414 (metadata), RFC 9207 (`iss` in authorization responses), RFC 9700
 //! (OAuth 2.0 security BCP), RFC 8176 (`amr` values), RFC 7638 (JWK thumbprints).
 
+pub mod discovery;
 pub mod error;
 pub mod issuer;
 pub mod keys;
@@ -17,6 +18,7 @@ pub mod pkce;
 pub mod scope;
 pub mod tokens;
 
+pub use discovery::discovery_document;
 pub use error::OAuthError;
 pub use issuer::{Issuer, IssuerError};
 pub use keys::{KeyError, SigningAlg, SigningKeys, TokenVerifyError};
