@@ -10,6 +10,7 @@
 //! (PKCE), RFC 8414 (metadata), RFC 9207 (`iss` in authorization responses), RFC 9700
 //! (OAuth 2.0 security BCP), RFC 8176 (`amr` values), RFC 7638 (JWK thumbprints).
 
+pub mod clients;
 pub mod discovery;
 pub mod error;
 pub mod issuer;
@@ -18,6 +19,9 @@ pub mod pkce;
 pub mod scope;
 pub mod tokens;
 
+pub use clients::{
+    ClientConfigError, ClientRegistry, ConsentMode, OidcClient, RegistryError, TokenAuthMethod,
+};
 pub use discovery::discovery_document;
 pub use error::OAuthError;
 pub use issuer::{Issuer, IssuerError};
