@@ -10,6 +10,7 @@
 //! (PKCE), RFC 8414 (metadata), RFC 9207 (`iss` in authorization responses), RFC 9700
 //! (OAuth 2.0 security BCP), RFC 8176 (`amr` values), RFC 7638 (JWK thumbprints).
 
+pub mod claims;
 pub mod clients;
 pub mod discovery;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod pkce;
 pub mod scope;
 pub mod tokens;
 
+pub use claims::{AuthMethods, IdTokenParams, id_token_claims, userinfo_claims};
 pub use clients::{
     ClientConfigError, ClientRegistry, ConsentMode, OidcClient, RegistryError, TokenAuthMethod,
 };
