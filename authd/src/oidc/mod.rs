@@ -10,6 +10,7 @@
 //! (PKCE), RFC 8414 (metadata), RFC 9207 (`iss` in authorization responses), RFC 9700
 //! (OAuth 2.0 security BCP), RFC 8176 (`amr` values), RFC 7638 (JWK thumbprints).
 
+pub mod authorize;
 pub mod claims;
 pub mod clients;
 pub mod discovery;
@@ -18,8 +19,10 @@ pub mod issuer;
 pub mod keys;
 pub mod pkce;
 pub mod scope;
+pub mod token_request;
 pub mod tokens;
 
+pub use authorize::{AuthorizationError, AuthorizationRequest, Decision, PageError, RedirectError};
 pub use claims::{AuthMethods, IdTokenParams, id_token_claims, userinfo_claims};
 pub use clients::{
     ClientConfigError, ClientRegistry, ConsentMode, OidcClient, RegistryError, TokenAuthMethod,
@@ -29,6 +32,7 @@ pub use error::OAuthError;
 pub use issuer::{Issuer, IssuerError};
 pub use keys::{KeyError, SigningAlg, SigningKeys, TokenVerifyError};
 pub use scope::{Scope, Scopes};
+pub use token_request::{ClientCredentials, CodeGrant, RefreshGrant, TokenError, TokenRequest};
 pub use tokens::{OsRng, Rng, TokenKind, generate_token, token_hash};
 
 /// Endpoint paths relative to the issuer (DESIGN §5). The router and the discovery
@@ -43,4 +47,21 @@ pub mod paths {
     pub const INTROSPECTION: &str = "/api/oidc/introspection";
     pub const REVOCATION: &str = "/api/oidc/revocation";
     pub const END_SESSION: &str = "/api/oidc/end-session";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shareable<T: Send + Sync + 'static>() {}
+
+    /// The HTTP layer keeps these in `Arc`s shared across tasks.
+    #[test]
+    fn core_types_are_send_and_sync() {
+        shareable::<SigningKeys>();
+        shareable::<ClientRegistry>();
+        shareable::<OidcClient>();
+        shareable::<AuthorizationRequest>();
+        shareable::<Issuer>();
+    }
 }
