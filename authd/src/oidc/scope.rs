@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 /// A supported scope. Order here is the canonical order of [`Scopes`] when printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
@@ -148,6 +150,23 @@ impl fmt::Display for Scopes {
 impl fmt::Debug for Scopes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Scopes({self})")
+    }
+}
+
+/// Stored as the space-separated string; unknown scopes fail to load.
+impl Serialize for Scopes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scopes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match Scopes::parse_param(&s) {
+            Ok((known, unknown)) if unknown.is_empty() => Ok(known),
+            _ => Err(serde::de::Error::custom(format!("unknown scope in {s:?}"))),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use argon2::Block;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::authorize::AuthorizationRequest;
@@ -270,22 +270,6 @@ fn check_user(client: &OidcClient, user: Option<&User>) -> Result<(), TokenError
     match user {
         Some(u) if !u.disabled && client.user_allowed(&u.groups) => Ok(()),
         _ => Err(invalid_grant("The user is no longer allowed.")),
-    }
-}
-
-impl Serialize for Scopes {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Scopes {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match Scopes::parse_param(&s) {
-            Ok((known, unknown)) if unknown.is_empty() => Ok(known),
-            _ => Err(serde::de::Error::custom(format!("unknown scope in {s:?}"))),
-        }
     }
 }
 
