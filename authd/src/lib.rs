@@ -12,6 +12,7 @@ pub mod demo;
 pub mod duration;
 pub mod hostnames;
 pub mod http;
+pub mod oidc;
 pub mod secret;
 pub mod site;
 pub mod store;
