@@ -3,6 +3,7 @@
 //! Layout: `config`, `users` and `yaml` are the domain core (no HTTP, no storage
 //! engine); `http` holds the thin axum handlers; `daemon` wires it all together.
 
+pub mod authz;
 pub mod config;
 pub mod daemon;
 pub mod demo;
