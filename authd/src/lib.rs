@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod duration;
+pub mod hostnames;
 pub mod http;
 pub mod secret;
 pub mod systemd;
