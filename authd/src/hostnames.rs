@@ -665,8 +665,9 @@ mod tests {
 
     #[test]
     fn system_names_table() {
+        type Sources = [Option<&'static str>; 5];
         #[rustfmt::skip]
-        let cases: &[(&str, [Option<&str>; 5], &str, Option<&str>)] = &[
+        let cases: &[(&str, Sources, &str, Option<&str>)] = &[
             // (name, [kernel, /etc/hostname, /etc/hosts, resolv.conf, persisted], short, domain)
             ("kernel name, hosts canonical", [Some("halos\n"), None, Some("127.0.0.1 localhost\n127.0.1.1\thalos.example.com halos\n"), None, None], "halos", Some("example.com")),
             ("first matching hosts line wins", [Some("halos"), None, Some("127.0.1.1 halos.a.lan halos\n10.0.0.1 halos.b.lan halos\n"), None, None], "halos", Some("a.lan")),

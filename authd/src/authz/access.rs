@@ -477,9 +477,8 @@ pub fn normalize_path(raw: &str) -> Cow<'_, str> {
         out.push('/');
         out.push_str(seg);
     }
-    if out.is_empty() {
-        out.push('/');
-    } else if decoded.ends_with('/') {
+    // Root, or a trailing slash kept (Authelia re-appends what path.Clean drops).
+    if out.is_empty() || decoded.ends_with('/') {
         out.push('/');
     }
     if let Some(q) = query {
@@ -551,6 +550,16 @@ mod tests {
 
     type User = Option<(&'static str, &'static [&'static str])>;
     type Want = (Policy, bool, Option<usize>);
+    type Row = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        User,
+        Want,
+    );
 
     const H: &str = "app.halos.local";
     const IP: &str = "192.168.1.5";
@@ -564,7 +573,7 @@ mod tests {
     /// One row per criterion and per subtlety:
     /// (name, rules, host, path, method, client ip, user, (policy, identity_required, rule)).
     #[rustfmt::skip]
-    const CASES: &[(&str, &str, &str, &str, &str, &str, User, Want)] = &[
+    const CASES: &[Row] = &[
         ("no rules: default policy", "  []", H, "/", "GET", IP, ANON, DEF),
         ("domain: exact", "  - {domain: app.halos.local, policy: one_factor}", H, "/", "GET", IP, ANON, ONE),
         ("domain: mismatch", "  - {domain: app.halos.local, policy: one_factor}", "other.halos.local", "/", "GET", IP, ANON, DEF),
@@ -792,6 +801,6 @@ mod tests {
         );
         let v6: IpNet = "fd00::/8".parse().expect("net");
         assert_eq!(canonical_net(v6), v6);
-        assert!(fold_eq("Straße", "STRASSE") == false && fold_eq("ÄB", "äb"));
+        assert!(!fold_eq("Straße", "STRASSE") && fold_eq("ÄB", "äb"));
     }
 }
