@@ -54,7 +54,7 @@ pub struct Authenticator<'a, S: Store> {
     pub users: &'a UsersStore,
     pub verifier: &'a PasswordVerifier,
     pub store: &'a S,
-    pub regulation: &'a RegulationConfig,
+    pub regulation: RegulationConfig,
 }
 
 /// One login attempt.
@@ -171,7 +171,7 @@ mod tests {
             users,
             verifier: v,
             store,
-            regulation: reg,
+            regulation: reg.clone(),
         };
         first_factor(
             &auth,

@@ -801,8 +801,8 @@ impl Config {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            if rest == "CONFIG" {
-                continue; // the config path itself (clap reads it)
+            if rest == "CONFIG" || rest == "LOG" {
+                continue; // the config path (clap reads it) and the tracing filter
             }
             let err = |reason: String| ConfigError {
                 source: "environment".into(),

@@ -92,7 +92,7 @@ pub fn build_state(config: Config, clock: SharedClock) -> anyhow::Result<AppStat
         );
     }
     Ok(AppState {
-        config: Arc::new(config),
+        config: Arc::new(ArcSwap::from_pointee(config)),
         users,
         verifier,
         store,
@@ -100,6 +100,7 @@ pub fn build_state(config: Config, clock: SharedClock) -> anyhow::Result<AppStat
         site: Arc::new(ArcSwap::from_pointee(site)),
         templates: Arc::new(crate::http::portal::templates()),
         oidc: Arc::new(oidc),
+        clients_status: Arc::default(),
     })
 }
 
@@ -160,11 +161,27 @@ fn spawn_session_sweeper(state: &AppState) {
     });
 }
 
+/// Where the configuration came from, for SIGHUP (`None` for the demo).
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    pub optional: bool,
+}
+
 /// Runs the daemon until SIGTERM/SIGINT.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, source: Option<ConfigSource>) -> anyhow::Result<()> {
     let state = build_state(config, Arc::new(SystemClock))?;
+    let secret_dirs = crate::reload::reload_clients(&state);
+    let _clients_watch = match crate::reload::watch_clients(&state, &secret_dirs) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the OIDC client directory; changes apply on SIGHUP");
+            None
+        }
+    };
+    crate::reload::spawn_retry(&state);
     spawn_session_sweeper(&state);
-    let _users_watch = if state.config.authentication_backend.file.watch {
+    let _users_watch = if state.config().authentication_backend.file.watch {
         match state.users.watch() {
             Ok(w) => Some(w),
             Err(e) => {
@@ -175,21 +192,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let (listener, bound) = bind(&state.config.server.address.listen).await?;
-    let prefix = state.config.path_prefix().to_string();
+    let (listener, bound) = bind(&state.config().server.address.listen).await?;
+    let prefix = state.config().path_prefix().to_string();
     let app = router(state.clone());
 
     let mut hup = signal(SignalKind::hangup())?;
-    let users = state.users.clone();
+    let st = state.clone();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             systemd::reloading();
-            match users.reload() {
+            match st.users.reload() {
                 Reload::Failed(e) => tracing::error!(
                     "reload: users file is invalid, keeping the last good copy: {e}"
                 ),
-                other => tracing::info!(outcome = ?other, "reloaded on SIGHUP"),
+                other => tracing::info!(outcome = ?other, "users reloaded on SIGHUP"),
             }
+            let s = st.clone();
+            let src = source.clone();
+            let _ = tokio::task::spawn_blocking(move || match &src {
+                Some(src) => match crate::reload::reload_config(&s, &src.path, src.optional) {
+                    Ok(()) => tracing::info!("configuration reloaded on SIGHUP"),
+                    Err(e) => tracing::error!(
+                        "reload: the configuration is invalid, keeping the running one:\n{e}"
+                    ),
+                },
+                None => {
+                    crate::reload::reload_clients(&s);
+                }
+            })
+            .await;
             systemd::ready();
         }
     });

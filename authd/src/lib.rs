@@ -13,6 +13,7 @@ pub mod duration;
 pub mod hostnames;
 pub mod http;
 pub mod oidc;
+pub mod reload;
 pub mod secret;
 pub mod site;
 pub mod store;

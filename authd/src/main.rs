@@ -44,6 +44,7 @@ fn env_vars() -> Vec<(String, String)> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let mut source = None;
     let (config, _demo_guard) = if args.demo {
         match authd::demo::prepare(args.demo_dir.as_deref(), &env_vars()) {
             Ok((c, g)) => (c, Some(g)),
@@ -57,6 +58,10 @@ fn main() -> ExitCode {
             Some(p) => (p.clone(), false),
             None => (PathBuf::from(DEFAULT_CONFIG_PATH), true),
         };
+        source = Some(authd::daemon::ConfigSource {
+            path: path.clone(),
+            optional,
+        });
         match Config::load(&path, optional, &env_vars()) {
             Ok(c) => (c, None),
             Err(e) => {
@@ -90,7 +95,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(authd::daemon::run(config)) {
+    match rt.block_on(authd::daemon::run(config, source)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("halos-authd: {e:#}");

@@ -49,6 +49,21 @@ enum Command {
     HashPassword(PasswordSource),
     /// Validate the configuration and the users file offline.
     Check,
+    /// OIDC clients: what the daemon would load, and offline checks for packages.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientsCommand {
+    /// List the clients the daemon would load (authd.yml + snippets), with expanded
+    /// redirect URIs and the reason for every skipped file.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate snippet files (default: the whole snippet directory). Exit 1 on any problem.
+    Check { files: Vec<PathBuf> },
 }
 
 #[derive(Args, Debug)]
@@ -195,6 +210,110 @@ fn keep_an_admin(change: &UserChange) -> impl FnOnce(&UsersDb) -> Result<(), Edi
     move |db| authd::users::edit::keep_last_admin(db, change)
 }
 
+fn clients(config: &Config, cmd: ClientsCommand) -> Result<(), Failure> {
+    use authd::oidc::snippets;
+    match cmd {
+        ClientsCommand::List { json } => {
+            let loaded = authd::reload::load_clients(config, &Default::default());
+            let mut skipped: Vec<String> = loaded
+                .snippet_problems
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            skipped.extend(loaded.registry.errors().iter().map(ToString::to_string));
+            let clients: Vec<serde_json::Value> = loaded
+                .registry
+                .clients()
+                .iter()
+                .map(|c| {
+                    json!({
+                        "client_id": c.id,
+                        "client_name": c.name,
+                        "source": c.source,
+                        "public": c.public,
+                        "token_endpoint_auth_method": c.auth_method.as_str(),
+                        "redirect_uris": c.redirect_uris,
+                        "scopes": c.scopes.to_string(),
+                    })
+                })
+                .collect();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"clients": clients, "skipped": skipped}))?
+                );
+            } else {
+                for c in &clients {
+                    println!(
+                        "{}\t{}\t{}",
+                        c["client_id"].as_str().unwrap_or(""),
+                        c["source"].as_str().unwrap_or(""),
+                        c["redirect_uris"]
+                    );
+                }
+                for s in &skipped {
+                    eprintln!("skipped: {s}");
+                }
+            }
+        }
+        ClientsCommand::Check { files } => {
+            let hostnames = authd::hostnames::Hostnames::load(
+                &config.hostnames_file.0,
+                &authd::hostnames::SystemNames::from_system(),
+            );
+            let mut problems: Vec<String> = Vec::new();
+            let entries: Vec<(String, authd::config::OidcClientConfig)> = if files.is_empty() {
+                let s = snippets::load_dir(
+                    &config.identity_providers.oidc.clients_dir,
+                    &hostnames,
+                    &Default::default(),
+                );
+                problems.extend(s.problems.iter().map(ToString::to_string));
+                s.clients
+            } else {
+                let mut v = Vec::new();
+                for f in &files {
+                    let text = match std::fs::read_to_string(f) {
+                        Ok(t) if t.len() <= snippets::MAX_SNIPPET_BYTES => t,
+                        Ok(_) => {
+                            problems.push(format!(
+                                "{}: larger than {} bytes",
+                                f.display(),
+                                snippets::MAX_SNIPPET_BYTES
+                            ));
+                            continue;
+                        }
+                        Err(e) => {
+                            problems.push(format!("{}: {e}", f.display()));
+                            continue;
+                        }
+                    };
+                    match snippets::parse_snippet(&text, f) {
+                        Ok(c) => {
+                            v.push((f.display().to_string(), snippets::expand(&c, &hostnames)))
+                        }
+                        Err(p) => problems.push(p.to_string()),
+                    }
+                }
+                v
+            };
+            let registry = authd::oidc::ClientRegistry::build(entries, snippets::read_secret_file);
+            problems.extend(registry.errors().iter().map(ToString::to_string));
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            if !problems.is_empty() {
+                return Err(Failure(anyhow::anyhow!(
+                    "{} problem(s) found",
+                    problems.len()
+                )));
+            }
+            println!("{} client(s) OK", registry.clients().len());
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     let config = load_config(&cli)?;
     let file = UsersFile::new(&config.authentication_backend.file.path);
@@ -208,6 +327,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 db.len()
             );
         }
+        Command::Clients(cmd) => clients(&config, cmd)?,
         Command::HashPassword(src) => {
             let pw = read_password(&src, true)?;
             println!("{}", hash_password(pw.as_bytes(), argon2)?);

@@ -241,7 +241,7 @@ async fn basic_user(
     let Some((user, pass)) = creds.as_deref().and_then(|c| c.split_once(':')) else {
         return Some(Err(basic_challenge()));
     };
-    let ip = client_ip(peer, headers, &st.config.server.trusted_proxies);
+    let ip = client_ip(peer, headers, &st.config().server.trusted_proxies);
     let now = st.clock.now();
     let attempt = Attempt {
         username: user,
@@ -264,7 +264,7 @@ pub async fn handle(
     headers: HeaderMap,
     q: AuthzQuery,
 ) -> Response {
-    let trusted = &st.config.server.trusted_proxies;
+    let trusted = &st.config().server.trusted_proxies;
     if !is_trusted(&peer, trusted) {
         // Forwarded headers from anyone else are not believed; without them there is nothing to check.
         return bad_request("request not from a trusted proxy");

@@ -34,7 +34,8 @@ use crate::users::verifier::PasswordVerifier;
 /// Shared, cheaply cloneable state of the running daemon.
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
+    /// Swapped as a whole when authd.yml is reloaded (SIGHUP).
+    pub config: Arc<ArcSwap<Config>>,
     pub users: UsersStore,
     pub verifier: PasswordVerifier,
     pub store: AnyStore,
@@ -42,16 +43,22 @@ pub struct AppState {
     pub site: Arc<ArcSwap<Site>>,
     pub templates: Arc<minijinja::Environment<'static>>,
     pub oidc: Arc<oidc::Oidc>,
+    pub clients_status: Arc<std::sync::Mutex<crate::reload::ClientsStatus>>,
 }
 
 impl AppState {
+    /// The configuration in force.
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
     /// The password checker over this state's users, verifier and store.
     pub fn authenticator(&self) -> crate::auth::Authenticator<'_, AnyStore> {
         crate::auth::Authenticator {
             users: &self.users,
             verifier: &self.verifier,
             store: &self.store,
-            regulation: &self.config.regulation,
+            regulation: self.config().regulation.clone(),
         }
     }
 
@@ -75,8 +82,8 @@ pub mod paths {
 }
 
 pub fn router(state: AppState) -> Router {
-    let prefix = state.config.path_prefix().to_string();
-    let max_body = state.config.server.max_body_bytes;
+    let prefix = state.config().path_prefix().to_string();
+    let max_body = state.config().server.max_body_bytes;
     let api = Router::new()
         .route(paths::HEALTH, get(health).head(health))
         .route(

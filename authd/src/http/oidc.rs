@@ -82,7 +82,7 @@ fn error_page(st: &AppState, status: StatusCode, message: &str) -> Response {
 fn page(st: &AppState, status: StatusCode, kind: &str, message: &str) -> Response {
     let html = st.templates.get_template("message.html").and_then(|t| {
         t.render(minijinja::context! {
-            site_name => "HaLOS", prefix => st.config.path_prefix(), title => "Sign in",
+            site_name => "HaLOS", prefix => st.config().path_prefix(), title => "Sign in",
             kind => kind, message => message, link => None::<String>, link_text => "",
         })
     });
@@ -166,7 +166,7 @@ pub async fn authorization(
         }
         Err(AuthorizationError::Redirect(e)) => return redirect(&e.location(&o.issuer)),
     };
-    let trusted = &st.config.server.trusted_proxies;
+    let trusted = &st.config().server.trusted_proxies;
     let Some(host) = request_host(&peer, &headers, trusted) else {
         return error_page(&st, StatusCode::BAD_REQUEST, "Unknown host.");
     };
@@ -245,7 +245,7 @@ pub async fn authorization(
             back.append_pair(FLOW_PARAM, &flow_started_at.to_string());
             let return_to = format!(
                 "{scheme}://{host}{}{}?{}",
-                st.config.path_prefix(),
+                st.config().path_prefix(),
                 paths::AUTHORIZATION,
                 back.finish()
             );
@@ -278,7 +278,7 @@ async fn issue_code(
     consented_now: bool,
 ) -> Response {
     let o = oidc(st);
-    let lifespans = &st.config.identity_providers.oidc.lifespans;
+    let lifespans = &st.config().identity_providers.oidc.lifespans;
     let code = generate_token(crate::oidc::TokenKind::AuthorizationCode, &mut OsRng);
     let who = Subject {
         username: &s.user.name,
@@ -333,8 +333,8 @@ fn consent_page(
     let scopes: Vec<&str> = req.scopes.iter().map(|s| s.as_str()).collect();
     let html = st.templates.get_template("consent.html").and_then(|t| {
         t.render(minijinja::context! {
-            site_name => "HaLOS", prefix => st.config.path_prefix(), client_name => &req.client.name,
-            scopes => scopes, hidden => hidden, action => format!("{}{}", st.config.path_prefix(), paths::AUTHORIZATION),
+            site_name => "HaLOS", prefix => st.config().path_prefix(), client_name => &req.client.name,
+            scopes => scopes, hidden => hidden, action => format!("{}{}", st.config().path_prefix(), paths::AUTHORIZATION),
         })
     });
     let mut r = match html {
@@ -351,16 +351,8 @@ fn consent_page(
     };
     page_headers(&mut r);
     if fresh {
-        let path = if st.config.path_prefix().is_empty() {
-            "/"
-        } else {
-            st.config.path_prefix()
-        };
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "{CSRF_COOKIE}={token}; Path={path}; HttpOnly; SameSite=Strict"
-        )) {
-            r.headers_mut().append(header::SET_COOKIE, v);
-        }
+        r.headers_mut()
+            .append(header::SET_COOKIE, super::portal::csrf_cookie(st, &token));
     }
     r
 }
@@ -448,7 +440,7 @@ async fn issue_tokens(st: &AppState, issue: Issue<'_>) -> Result<Response, Respo
         now,
     } = issue;
     let o = oidc(st);
-    let lifespans = &st.config.identity_providers.oidc.lifespans;
+    let lifespans = &st.config().identity_providers.oidc.lifespans;
     let access_life = lifespans.access_token.as_secs() as i64;
     let access = generate_token(crate::oidc::TokenKind::AccessToken, &mut OsRng);
     let internal = |e: crate::store::StoreError| WebError::Internal(e.to_string()).into_response();
@@ -537,7 +529,7 @@ pub async fn token(State(st): State<AppState>, headers: HeaderMap, body: Bytes) 
         Err(e) => return token_error(&e, false),
     };
     let now = st.clock.now();
-    let lifespans = &st.config.identity_providers.oidc.lifespans;
+    let lifespans = &st.config().identity_providers.oidc.lifespans;
     let users = st.users.snapshot();
     let result = match req {
         TokenRequest::AuthorizationCode {
@@ -858,7 +850,7 @@ pub async fn end_session(
     };
     // End the browser's session on this host.
     let mut clear = None;
-    if let Some(host) = request_host(&peer, &headers, &st.config.server.trusted_proxies)
+    if let Some(host) = request_host(&peer, &headers, &st.config().server.trusted_proxies)
         && let Some(cd) = st.site().cookie_domain_for(&host).cloned()
     {
         if let Some(s) = current_session(&st, &headers, &cd).await {

@@ -43,7 +43,7 @@ pub fn page_headers(r: &mut Response) {
 }
 
 fn cookie_domain(st: &AppState, peer: &SocketAddr, headers: &HeaderMap) -> Option<CookieDomain> {
-    let host = request_host(peer, headers, &st.config.server.trusted_proxies)?;
+    let host = request_host(peer, headers, &st.config().server.trusted_proxies)?;
     st.site().cookie_domain_for(&host).cloned()
 }
 
@@ -92,7 +92,7 @@ fn message(
         "message.html",
         status,
         minijinja::context! {
-            site_name => "HaLOS", prefix => st.config.path_prefix(), title => "Sign in",
+            site_name => "HaLOS", prefix => st.config().path_prefix(), title => "Sign in",
             kind => kind, message => msg, link => link, link_text => "Continue",
         },
     )
@@ -151,11 +151,13 @@ fn csrf_token(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-fn csrf_cookie(st: &AppState, token: &str) -> HeaderValue {
-    let path = if st.config.path_prefix().is_empty() {
+/// The CSRF double-submit cookie, scoped to the portal's path.
+pub fn csrf_cookie(st: &AppState, token: &str) -> HeaderValue {
+    let cfg = st.config();
+    let path = if cfg.path_prefix().is_empty() {
         "/"
     } else {
-        st.config.path_prefix()
+        cfg.path_prefix()
     };
     HeaderValue::from_str(&format!(
         "{CSRF_COOKIE}={token}; Path={path}; HttpOnly; SameSite=Strict"
@@ -195,7 +197,7 @@ fn login_page(
         "login.html",
         status,
         minijinja::context! {
-            site_name => "HaLOS", prefix => st.config.path_prefix(), csrf => token,
+            site_name => "HaLOS", prefix => st.config().path_prefix(), csrf => token,
             rd => rd, rm => rm, username => username, error => error,
             username_logged_in => logged_in,
         },
@@ -229,7 +231,7 @@ pub async fn portal(
     if !force_login
         && let Some(SessionUser { session, user }) = current_session(&st, &headers, &cd).await
     {
-        let ip = client_ip(&peer, &headers, &st.config.server.trusted_proxies);
+        let ip = client_ip(&peer, &headers, &st.config().server.trusted_proxies);
         if !rd.is_empty()
             && let Some(url) = login_redirect(&st, &cd, &user, session.level, Some(rd), ip)
         {
@@ -330,7 +332,7 @@ pub async fn login_form(
     .await
     {
         Ok((user, cookie)) => {
-            let ip = client_ip(&peer, &headers, &st.config.server.trusted_proxies);
+            let ip = client_ip(&peer, &headers, &st.config().server.trusted_proxies);
             let next = login_redirect(&st, &cd, &user, AuthLevel::OneFactor, Some(&f.rd), ip)
                 .map(|u| u.to_string())
                 .unwrap_or_else(|| cd.portal.to_string());
@@ -383,7 +385,7 @@ async fn do_login(
     if username.len() > 256 || password.len() > 1024 {
         return Err(LoginError::Failed);
     }
-    let ip = client_ip(peer, headers, &st.config.server.trusted_proxies);
+    let ip = client_ip(peer, headers, &st.config().server.trusted_proxies);
     let attempt = Attempt {
         username,
         password,
@@ -448,7 +450,7 @@ pub async fn api_firstfactor(
     .await
     {
         Ok((user, cookie)) => {
-            let ip = client_ip(&peer, &headers, &st.config.server.trusted_proxies);
+            let ip = client_ip(&peer, &headers, &st.config().server.trusted_proxies);
             let body = match login_redirect(
                 &st,
                 &cd,

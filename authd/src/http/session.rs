@@ -20,7 +20,7 @@ pub struct SessionUser {
 
 /// Whether `s` is still within its lifetimes at `now`.
 pub fn session_alive(st: &AppState, s: &Session, now: i64) -> bool {
-    let cfg = &st.config.session;
+    let cfg = &st.config().session;
     let lifetime = if s.remember_me {
         cfg.remember_me
     } else {
@@ -99,7 +99,7 @@ pub async fn start_session(
         pw_fingerprint: password_fingerprint(&user.password_text),
     };
     st.store.save_session(session).await?;
-    let max_age = remember_me.then(|| st.config.session.remember_me.as_secs());
+    let max_age = remember_me.then(|| st.config().session.remember_me.as_secs());
     Ok(set_cookie(cd, &id, max_age))
 }
 

@@ -19,6 +19,7 @@ pub mod issuer;
 pub mod keys;
 pub mod pkce;
 pub mod scope;
+pub mod snippets;
 pub mod token_request;
 pub mod tokens;
 

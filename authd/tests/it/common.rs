@@ -155,7 +155,7 @@ impl Daemon {
                     let _ = tx.send(Ok(line.clone()));
                     sent = true;
                 }
-                if std::env::var_os("AUTHD_TEST_LOG").is_some() {
+                if std::env::var_os("HALOS_TEST_LOG").is_some() {
                     eprintln!("[daemon] {line}");
                 }
                 if !sent && (line.contains("halos-authd:") || line.contains("invalid")) {

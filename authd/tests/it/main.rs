@@ -8,5 +8,6 @@ mod daemon;
 mod forward_auth;
 mod hashes;
 mod oidc_flow;
+mod snippets;
 mod users_cli;
 mod users_reload;
