@@ -15,7 +15,7 @@ use crate::config::{Config, ListenAddress};
 use crate::hostnames::{Hostnames, SystemNames};
 use crate::http::{AppState, router};
 use crate::site::Site;
-use crate::store::{AnyStore, LocalStore};
+use crate::store::{AnyStore, LocalStore, Store};
 use crate::systemd;
 use crate::users::store::{Reload, UsersStore};
 use crate::users::verifier::PasswordVerifier;
@@ -144,6 +144,31 @@ pub fn build_oidc(config: &Config) -> anyhow::Result<crate::http::oidc::Oidc> {
     })
 }
 
+/// When the users file changes, users whose password changed, or who were disabled or
+/// deleted, lose their sessions and OIDC tokens at once (whatever tool made the change).
+fn spawn_user_change_revoker(state: &AppState) {
+    let st = state.clone();
+    let mut rx = st.users.subscribe();
+    let mut before = st.users.snapshot();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let after = st.users.snapshot();
+            for old in before.iter() {
+                let gone = match after.get(&old.name) {
+                    None => true,
+                    Some(new) => new.disabled || new.password_text != old.password_text,
+                };
+                if gone && !old.disabled {
+                    let sessions = st.store.delete_user_sessions(&old.name).await.unwrap_or(0);
+                    let tokens = st.store.revoke_user_tokens(&old.name).await.unwrap_or(0);
+                    tracing::info!(target: "audit", event = "user_change", user = %old.name, sessions, tokens, "password changed, disabled or deleted: sessions and tokens ended");
+                }
+            }
+            before = after;
+        }
+    });
+}
+
 /// Ends expired sessions every few minutes (the hot path already ignores them).
 fn spawn_session_sweeper(state: &AppState) {
     let st = state.clone();
@@ -180,6 +205,7 @@ pub async fn run(config: Config, source: Option<ConfigSource>) -> anyhow::Result
         }
     };
     crate::reload::spawn_retry(&state);
+    spawn_user_change_revoker(&state);
     spawn_session_sweeper(&state);
     let _users_watch = if state.config().authentication_backend.file.watch {
         match state.users.watch() {

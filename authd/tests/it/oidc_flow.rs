@@ -498,3 +498,63 @@ fn bad_requests_public_clients_consent_and_logout() {
     let r = d.req("GET", "/api/oidc/end-session", &[HOST], "");
     assert_eq!(r.status, 200);
 }
+
+#[test]
+fn a_password_change_revokes_tokens() {
+    let d = setup();
+    let cookie = login(&d);
+    let r = authorize(&d, &cookie, "app", "");
+    let code = query_param(r.header("location").unwrap(), "code").unwrap();
+    let (_, tokens) = token(
+        &d,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CB),
+            ("client_id", "app"),
+            ("client_secret", "s3cret"),
+        ],
+    );
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    // halos-authctl changes the password (the daemon learns of it by watching the file).
+    let cfg = d.config.to_str().unwrap().to_string();
+    let out = crate::common::authctl(
+        &["-c", &cfg, "user", "passwd", "ann", "--password-stdin"],
+        "new password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let ui = d.req(
+            "GET",
+            "/api/oidc/userinfo",
+            &[("Authorization", &format!("Bearer {access}"))],
+            "",
+        );
+        if ui.status == 401 {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "access token still valid after the password change"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (s, _) = token(
+        &d,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", "app"),
+            ("client_secret", "s3cret"),
+        ],
+    );
+    assert_eq!(s, 400);
+    let st = d.req("GET", "/api/state", &[("Cookie", &cookie), HOST], "");
+    assert!(st.body.contains("\"username\":null"));
+}
