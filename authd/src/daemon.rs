@@ -8,8 +8,14 @@ use anyhow::Context;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 
+use arc_swap::ArcSwap;
+
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ListenAddress};
+use crate::hostnames::{Hostnames, SystemNames};
 use crate::http::{AppState, router};
+use crate::site::Site;
+use crate::store::{AnyStore, LocalStore};
 use crate::systemd;
 use crate::users::store::{Reload, UsersStore};
 use crate::users::verifier::PasswordVerifier;
@@ -59,22 +65,63 @@ async fn bind(addr: &ListenAddress) -> anyhow::Result<(Bound, BoundAddress)> {
     }
 }
 
+/// Derives the site (cookie domains, rules) from the configuration and hostnames.conf.
+pub fn build_site(config: &Config) -> anyhow::Result<Site> {
+    let hostnames = Hostnames::load(&config.hostnames_file.0, &SystemNames::from_system());
+    if let Some(notice) = hostnames.notice() {
+        tracing::warn!(file = %config.hostnames_file.0.display(), "{notice}");
+    }
+    Site::build(config, &hostnames).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// Builds the shared state from a validated configuration.
-pub fn build_state(config: Config) -> anyhow::Result<AppState> {
+pub fn build_state(config: Config, clock: SharedClock) -> anyhow::Result<AppState> {
     let users = UsersStore::open(&config.authentication_backend.file.path)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let pw = &config.authentication_backend.file.password;
     let verifier = PasswordVerifier::start(pw.max_concurrent, pw.max_queued, &pw.argon2);
+    let store = AnyStore::Local(Arc::new(
+        LocalStore::open(&config.storage.local.path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config.storage.local.path.display()))?,
+    ));
+    let site = build_site(&config)?;
+    if site.cookie_domains.is_empty() {
+        tracing::warn!(
+            "no cookie domain: configure session.cookies or a multi-label name in hostnames.conf"
+        );
+    }
     Ok(AppState {
         config: Arc::new(config),
         users,
         verifier,
+        store,
+        clock,
+        site: Arc::new(ArcSwap::from_pointee(site)),
+        templates: Arc::new(crate::http::portal::templates()),
     })
+}
+
+/// Ends expired sessions every few minutes (the hot path already ignores them).
+fn spawn_session_sweeper(state: &AppState) {
+    let st = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            let now = st.clock.now();
+            let AnyStore::Local(local) = &st.store;
+            let n = local.purge(|s| !crate::http::session::session_alive(&st, s, now));
+            if n > 0 {
+                tracing::debug!(sessions = n, "expired sessions removed");
+            }
+        }
+    });
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let state = build_state(config)?;
+    let state = build_state(config, Arc::new(SystemClock))?;
+    spawn_session_sweeper(&state);
     let _users_watch = if state.config.authentication_backend.file.watch {
         match state.users.watch() {
             Ok(w) => Some(w),

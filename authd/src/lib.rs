@@ -3,12 +3,19 @@
 //! Layout: `config`, `users` and `yaml` are the domain core (no HTTP, no storage
 //! engine); `http` holds the thin axum handlers; `daemon` wires it all together.
 
+pub mod auth;
+pub mod authz;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod duration;
+pub mod hostnames;
 pub mod http;
+pub mod oidc;
 pub mod secret;
+pub mod site;
+pub mod store;
 pub mod systemd;
 pub mod users;
 pub mod watch;

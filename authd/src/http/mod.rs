@@ -3,20 +3,30 @@
 //! Everything is mounted under the configured path prefix (`/sso` by default). Errors
 //! from the layers below become responses in exactly one place, [`error::WebError`].
 
+pub mod authz;
 pub mod error;
+pub mod portal;
+pub mod request;
+pub mod session;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use arc_swap::ArcSwap;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::site::Site;
+use crate::store::AnyStore;
 use crate::users::store::UsersStore;
 use crate::users::verifier::PasswordVerifier;
 
@@ -26,11 +36,40 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub users: UsersStore,
     pub verifier: PasswordVerifier,
+    pub store: AnyStore,
+    pub clock: SharedClock,
+    pub site: Arc<ArcSwap<Site>>,
+    pub templates: Arc<minijinja::Environment<'static>>,
+}
+
+impl AppState {
+    /// The password checker over this state's users, verifier and store.
+    pub fn authenticator(&self) -> crate::auth::Authenticator<'_, AnyStore> {
+        crate::auth::Authenticator {
+            users: &self.users,
+            verifier: &self.verifier,
+            store: &self.store,
+            regulation: &self.config.regulation,
+        }
+    }
+
+    /// The current site snapshot (cookie domains, redirect and access rules).
+    pub fn site(&self) -> arc_swap::Guard<Arc<Site>> {
+        self.site.load()
+    }
 }
 
 /// Route paths, shared by the router and anything that advertises them.
 pub mod paths {
     pub const HEALTH: &str = "/api/health";
+    pub const STATE: &str = "/api/state";
+    pub const FORWARD_AUTH: &str = "/api/authz/forward-auth";
+    pub const AUTH_REQUEST: &str = "/api/authz/auth-request";
+    pub const VERIFY: &str = "/api/verify";
+    pub const FIRST_FACTOR: &str = "/api/firstfactor";
+    pub const API_LOGOUT: &str = "/api/logout";
+    pub const LOGOUT: &str = "/logout";
+    pub const LOGIN_FORM: &str = "/login";
 }
 
 pub fn router(state: AppState) -> Router {
@@ -38,17 +77,46 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
     let api = Router::new()
         .route(paths::HEALTH, get(health).head(health))
-        .with_state(state);
+        .route(
+            paths::FORWARD_AUTH,
+            get(authz::forward_auth).head(authz::forward_auth),
+        )
+        .route(
+            paths::AUTH_REQUEST,
+            get(authz::auth_request).head(authz::auth_request),
+        )
+        .route(paths::VERIFY, any(authz::legacy_verify))
+        .route(paths::STATE, get(portal::api_state))
+        .route(paths::FIRST_FACTOR, post(portal::api_firstfactor))
+        .route(paths::API_LOGOUT, post(portal::api_logout))
+        .route(paths::LOGOUT, get(portal::logout))
+        .route(paths::LOGIN_FORM, post(portal::login_form))
+        .route("/", get(portal::portal))
+        .route("/static/portal.css", get(portal::stylesheet));
     let app = if prefix.is_empty() {
-        api
+        api.with_state(state)
     } else {
-        Router::new().nest(&prefix, api)
+        // Nesting serves `/sso` but not `/sso/`, which is where redirects send browsers.
+        Router::new()
+            .route(&format!("{prefix}/"), get(portal::portal))
+            .nest(&prefix, api)
+            .with_state(state)
     };
     app.layer(RequestBodyLimitLayer::new(max_body))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
+}
+
+/// Unix-socket peers are local processes (the proxy): give them a loopback address so
+/// handlers see one kind of peer.
+pub async fn unix_peer(mut req: Request, next: Next) -> Response {
+    if req.extensions().get::<ConnectInfo<SocketAddr>>().is_none() {
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 0))));
+    }
+    next.run(req).await
 }
 
 /// `200 {"status":"OK"}` once the daemon serves (it is only routed after start-up).

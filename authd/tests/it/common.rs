@@ -37,6 +37,7 @@ pub fn authctl(args: &[&str], stdin: &str) -> Output {
 /// A running daemon, killed on drop.
 pub struct Daemon {
     pub child: Child,
+    pub config: PathBuf,
     pub addr: SocketAddr,
     pub prefix: String,
     /// State directory; kept alive (and removed) with the daemon.
@@ -55,6 +56,11 @@ impl Daemon {
     /// keeps all state in a new temp dir. `users_yaml` becomes the users file. Hashing
     /// uses cheap argon2 parameters so tests do not spend seconds per password.
     pub fn start(users_yaml: &str, extra_yaml: &str) -> Daemon {
+        Self::start_with_server(users_yaml, extra_yaml, "")
+    }
+
+    /// As [`Daemon::start`], with `server_yaml` lines added to the `server:` section.
+    pub fn start_with_server(users_yaml: &str, extra_yaml: &str, server_yaml: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let users = dir.path().join("users_database.yml");
         std::fs::write(&users, users_yaml).unwrap();
@@ -62,7 +68,7 @@ impl Daemon {
         std::fs::write(
             &cfg,
             format!(
-                "server:\n  address: tcp://127.0.0.1:0/sso\nauthentication_backend:\n  file:\n    path: {}\n    password:\n      argon2: {{memory: 1024, iterations: 1, parallelism: 1}}\nstorage:\n  local:\n    path: {}\nidentity_providers:\n  oidc:\n    clients_dir: {}\nhostnames_file: {}\n{extra_yaml}",
+                "server:\n  address: tcp://127.0.0.1:0/sso\n{server_yaml}authentication_backend:\n  file:\n    path: {}\n    password:\n      argon2: {{memory: 1024, iterations: 1, parallelism: 1}}\nstorage:\n  local:\n    path: {}\nidentity_providers:\n  oidc:\n    clients_dir: {}\nhostnames_file: {}\n{extra_yaml}",
                 users.display(),
                 dir.path().join("state.sqlite").display(),
                 dir.path().join("oidc-clients.d").display(),
@@ -79,7 +85,49 @@ impl Daemon {
         )
     }
 
+    /// Stops the daemon and starts it again on the same configuration and state.
+    pub fn restart(mut self) -> Daemon {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let cfg = self.config.clone();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        Self::spawn(
+            Command::new(DAEMON)
+                .arg("--config")
+                .arg(&cfg)
+                .stdout(Stdio::null()),
+            dir,
+        )
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self._dir.path().join(name)
+    }
+
+    /// A request to `path` (under the prefix) with `headers`.
+    pub fn req(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> HttpResponse {
+        http(
+            self.addr,
+            method,
+            &format!("{}{path}", self.prefix),
+            headers,
+            body,
+        )
+    }
+
     pub fn spawn(cmd: &mut Command, dir: tempfile::TempDir) -> Daemon {
+        let config = cmd
+            .get_args()
+            .skip_while(|a| *a != "--config")
+            .nth(1)
+            .map(PathBuf::from)
+            .unwrap_or_default();
         let mut child = cmd
             .env_remove("AUTHD_CONFIG")
             .stderr(Stdio::piped())
@@ -115,6 +163,7 @@ impl Daemon {
         };
         Daemon {
             child,
+            config,
             addr: addr.parse().unwrap(),
             prefix: prefix.to_string(),
             _dir: dir,
@@ -134,6 +183,15 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
+    /// The `name=value` part of the first `Set-Cookie` for `name`.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, v)| v.split(';').next().unwrap_or("").to_string())
+            .find(|c| c.starts_with(&format!("{name}=")))
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

@@ -5,6 +5,7 @@
 mod common;
 mod config_cli;
 mod daemon;
+mod forward_auth;
 mod hashes;
 mod users_cli;
 mod users_reload;

@@ -1,0 +1,387 @@
+//! Forward auth (DESIGN §6): Traefik/Caddy `forward-auth`, nginx `auth-request`, and
+//! Authelia's legacy `/api/verify`. The hot path: memory lookups only, no disk, no
+//! password hashing (unless the client sends Basic credentials).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::Deserialize;
+use url::Url;
+
+use super::AppState;
+use super::request::{client_ip, header as hdr, is_browser, is_trusted};
+use super::session::{SessionUser, current_session};
+use crate::auth::{Attempt, LoginError, first_factor};
+use crate::authz::access::{AccessRequest, Subject};
+use crate::config::{IdentityHeaders, Policy};
+use crate::site::CookieDomain;
+use crate::store::AuthLevel;
+use crate::users::User;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// Traefik / Caddy: `X-Forwarded-*`.
+    ForwardAuth,
+    /// nginx: `X-Original-URL` / `X-Original-Method`; always 401 when not authorised.
+    AuthRequest,
+    /// Authelia's `/api/verify`: either header set, portal from `?rd=`.
+    Legacy,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct AuthzQuery {
+    authelia_url: Option<String>,
+    rd: Option<String>,
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn bad_request(why: &str) -> Response {
+    tracing::debug!(reason = why, "forward auth: bad request");
+    plain(StatusCode::BAD_REQUEST, "400 Bad Request")
+}
+
+fn valid_method(m: &str) -> bool {
+    !m.is_empty() && m.len() <= 16 && m.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+struct Target {
+    url: Url,
+    method: String,
+}
+
+fn parse_target(
+    flavor: Flavor,
+    headers: &HeaderMap,
+    request_method: &Method,
+) -> Result<Target, &'static str> {
+    let original = hdr(headers, "x-original-url");
+    let use_original = match flavor {
+        Flavor::AuthRequest => true,
+        Flavor::ForwardAuth => false,
+        Flavor::Legacy => original.is_some(),
+    };
+    let (raw, method) = if use_original {
+        let url = original.ok_or("missing X-Original-URL")?;
+        let method = match (
+            flavor,
+            hdr(headers, "x-original-method"),
+            hdr(headers, "x-forwarded-method"),
+        ) {
+            (_, Some(m), _) => m.to_string(),
+            (Flavor::Legacy, None, Some(m)) => m.to_string(),
+            (Flavor::Legacy, None, None) => request_method.as_str().to_string(),
+            _ => return Err("missing X-Original-Method"),
+        };
+        (url.to_string(), method)
+    } else {
+        let method = match (flavor, hdr(headers, "x-forwarded-method")) {
+            (_, Some(m)) => m.to_string(),
+            (Flavor::Legacy, None) => request_method.as_str().to_string(),
+            _ => return Err("missing X-Forwarded-Method"),
+        };
+        let proto = hdr(headers, "x-forwarded-proto").unwrap_or("https");
+        let host = hdr(headers, "x-forwarded-host").ok_or("missing X-Forwarded-Host")?;
+        let uri = hdr(headers, "x-forwarded-uri").unwrap_or("/");
+        if !uri.starts_with('/') {
+            return Err("X-Forwarded-Uri must start with /");
+        }
+        (format!("{proto}://{host}{uri}"), method)
+    };
+    if !valid_method(&method) {
+        return Err("invalid method");
+    }
+    if raw.len() > 8192 || raw.bytes().any(|b| b.is_ascii_control()) {
+        return Err("invalid target URL");
+    }
+    let url = Url::parse(&raw).map_err(|_| "target URL does not parse")?;
+    if url.host_str().is_none() {
+        return Err("target URL has no host");
+    }
+    Ok(Target { url, method })
+}
+
+/// The portal URL for redirects: the cookie domain's, or a safe override.
+fn portal_url(
+    flavor: Flavor,
+    q: &AuthzQuery,
+    headers: &HeaderMap,
+    cd: &CookieDomain,
+    st: &AppState,
+) -> Result<Option<Url>, &'static str> {
+    let site = st.site();
+    let over = match flavor {
+        Flavor::Legacy => q.rd.as_deref().or_else(|| hdr(headers, "x-authelia-url")),
+        _ => q.authelia_url.as_deref(),
+    };
+    match over {
+        Some(u) => match site.redirects.check(u) {
+            Some(url) => Ok(Some(url)),
+            None => Err("unsafe portal URL override"),
+        },
+        None if flavor == Flavor::Legacy => Ok(None),
+        None => Ok(Some(cd.portal.clone())),
+    }
+}
+
+fn redirect_location(portal: &Url, target: &Url, method: &str) -> String {
+    let mut loc = portal.clone();
+    if !loc.path().ends_with('/') {
+        let p = format!("{}/", loc.path());
+        loc.set_path(&p);
+    }
+    loc.query_pairs_mut()
+        .clear()
+        .append_pair("rd", target.as_str())
+        .append_pair("rm", method);
+    loc.to_string()
+}
+
+/// 200 with the identity headers; all four are always present so a proxy overwrites
+/// any copy the client sent.
+fn allowed(user: Option<&User>, names: &IdentityHeaders) -> Response {
+    let mut r = plain(StatusCode::OK, "200 OK");
+    if let Some(u) = user {
+        let h = r.headers_mut();
+        let mut set = |name: &str, value: &str| {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(value.as_bytes()),
+            ) {
+                h.insert(n, v);
+            }
+        };
+        set(&names.user, &u.name);
+        set(&names.groups, &u.groups.join(","));
+        set(&names.name, &u.displayname);
+        set(&names.email, &u.email);
+    }
+    r
+}
+
+fn login_required(
+    flavor: Flavor,
+    headers: &HeaderMap,
+    portal: Option<Url>,
+    target: &Url,
+    method: &str,
+) -> Response {
+    let Some(portal) = portal else {
+        return plain(StatusCode::UNAUTHORIZED, "401 Unauthorized");
+    };
+    let location = redirect_location(&portal, target, method);
+    let status = if flavor == Flavor::AuthRequest || !is_browser(headers) {
+        StatusCode::UNAUTHORIZED
+    } else if matches!(method, "GET" | "HEAD" | "OPTIONS") {
+        StatusCode::FOUND
+    } else {
+        StatusCode::SEE_OTHER
+    };
+    let body = format!("<a href=\"{}\">{}</a>", html_escape(&location), status);
+    let mut r = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn basic_challenge() -> Response {
+    let mut r = plain(StatusCode::UNAUTHORIZED, "401 Unauthorized");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"Authorization Required\""),
+    );
+    r
+}
+
+/// `Authorization: Basic` credentials, verified like a portal login (regulated).
+async fn basic_user(
+    st: &AppState,
+    headers: &HeaderMap,
+    peer: &SocketAddr,
+) -> Option<Result<Arc<User>, Response>> {
+    let value = hdr(headers, "authorization")?;
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok();
+    let creds = decoded.and_then(|d| String::from_utf8(d).ok());
+    let Some((user, pass)) = creds.as_deref().and_then(|c| c.split_once(':')) else {
+        return Some(Err(basic_challenge()));
+    };
+    let ip = client_ip(peer, headers, &st.config.server.trusted_proxies);
+    let now = st.clock.now();
+    let attempt = Attempt {
+        username: user,
+        password: pass,
+        client_ip: ip,
+        now,
+    };
+    match first_factor(&st.authenticator(), attempt).await {
+        Ok(u) => Some(Ok(u)),
+        Err(LoginError::Busy) => Some(Err(super::error::WebError::Busy.into_response())),
+        Err(_) => Some(Err(basic_challenge())),
+    }
+}
+
+pub async fn handle(
+    flavor: Flavor,
+    st: AppState,
+    peer: SocketAddr,
+    method: Method,
+    headers: HeaderMap,
+    q: AuthzQuery,
+) -> Response {
+    let trusted = &st.config.server.trusted_proxies;
+    if !is_trusted(&peer, trusted) {
+        // Forwarded headers from anyone else are not believed; without them there is nothing to check.
+        return bad_request("request not from a trusted proxy");
+    }
+    let target = match parse_target(flavor, &headers, &method) {
+        Ok(t) => t,
+        Err(why) => return bad_request(why),
+    };
+    let site = st.site();
+    // The target must be a URL we could send a user back to: allowed scheme, covered host.
+    let Some(target_url) = site.redirects.check(target.url.as_str()) else {
+        return bad_request("target scheme or host not covered by a cookie domain");
+    };
+    let host = target_url.host_str().unwrap_or_default().to_string();
+    let Some(cd) = site.cookie_domain_for(&host) else {
+        return bad_request("no cookie domain for the target host");
+    };
+    let portal = match portal_url(flavor, &q, &headers, cd, &st) {
+        Ok(p) => p,
+        Err(why) => return bad_request(why),
+    };
+
+    let mut basic: Option<Arc<User>> = None;
+    if let Some(res) = basic_user(&st, &headers, &peer).await {
+        match res {
+            Ok(u) => basic = Some(u),
+            Err(resp) => return resp,
+        }
+    }
+    let session: Option<SessionUser> = if basic.is_none() {
+        current_session(&st, &headers, cd).await
+    } else {
+        None
+    };
+    let (user, level): (Option<&User>, AuthLevel) = match (&basic, &session) {
+        (Some(u), _) => (Some(u.as_ref()), AuthLevel::OneFactor),
+        (None, Some(s)) => (Some(s.user.as_ref()), s.session.level),
+        (None, None) => (None, AuthLevel::None),
+    };
+
+    let path = match target_url.query() {
+        Some(q) => format!("{}?{q}", target_url.path()),
+        None => target_url.path().to_string(),
+    };
+    let ip = client_ip(&peer, &headers, trusted);
+    let req = AccessRequest {
+        host: &host,
+        path: &path,
+        method: &target.method,
+        client_ip: ip,
+    };
+    let subject = user.map(|u| Subject {
+        username: &u.name,
+        groups: &u.groups,
+    });
+    let need = site.access.check(&req, subject.as_ref());
+    let login = || {
+        login_required(
+            flavor,
+            &headers,
+            portal.clone(),
+            &target_url,
+            &target.method,
+        )
+    };
+    let resp = match need.policy {
+        Policy::Bypass => allowed(user, need.headers),
+        Policy::Deny if need.identity_required && user.is_none() => login(),
+        Policy::Deny => plain(StatusCode::FORBIDDEN, "403 Forbidden"),
+        Policy::OneFactor | Policy::TwoFactor => {
+            let required = if need.policy == Policy::TwoFactor {
+                AuthLevel::TwoFactor
+            } else {
+                AuthLevel::OneFactor
+            };
+            if user.is_some() && level >= required {
+                allowed(user, need.headers)
+            } else if basic.is_some() {
+                // Basic credentials are one factor only (as in Authelia).
+                plain(StatusCode::FORBIDDEN, "403 Forbidden")
+            } else {
+                login()
+            }
+        }
+    };
+    if resp.status() == StatusCode::FORBIDDEN {
+        tracing::info!(user = user.map(|u| u.name.as_str()).unwrap_or(""), host = %host, method = %target.method, "forward auth: forbidden");
+    }
+    resp
+}
+
+pub async fn forward_auth(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    Query(q): Query<AuthzQuery>,
+) -> Response {
+    handle(Flavor::ForwardAuth, st, peer, method, headers, q).await
+}
+
+pub async fn auth_request(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    Query(q): Query<AuthzQuery>,
+) -> Response {
+    handle(Flavor::AuthRequest, st, peer, method, headers, q).await
+}
+
+pub async fn legacy_verify(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    Query(q): Query<AuthzQuery>,
+) -> Response {
+    handle(Flavor::Legacy, st, peer, method, headers, q).await
+}

@@ -1,0 +1,762 @@
+//! The single-node store: state in SQLite, hot data in memory.
+//!
+//! Sessions are loaded into memory at start-up and every lookup is answered from there;
+//! changes are written through to SQLite on its own thread. Activity timestamps are only
+//! persisted when more than [`TOUCH_PERSIST_AFTER`] seconds stale, to spare SD cards.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use rusqlite::params;
+
+use rusqlite::OptionalExtension;
+
+use super::sqlite::Db;
+use super::{
+    AuthLevel, BanKind, CodeGrant, Consent, Redemption, Rotation, Session, SessionKey, Store,
+    StoreError, TokenHash, TokenRecord,
+};
+
+pub const TOUCH_PERSIST_AFTER: i64 = 60;
+
+pub struct LocalStore {
+    pub db: Db,
+    /// `sub` per user, cached: it never changes once made.
+    subjects: RwLock<HashMap<String, String>>,
+    sessions: RwLock<HashMap<SessionKey, Arc<Session>>>,
+    failures: Mutex<HashMap<(BanKind, String), VecDeque<i64>>>,
+    bans: RwLock<HashMap<(BanKind, String), i64>>,
+}
+
+impl std::fmt::Debug for LocalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalStore")
+    }
+}
+
+fn read_sessions(db: &Db) -> Result<HashMap<SessionKey, Arc<Session>>, StoreError> {
+    db.call_blocking(|c| {
+        let mut st = c.prepare(
+            "SELECT key, username, level, cookie_domain, created, last_activity, remember_me, auth_time, amr, pw_fingerprint FROM sessions",
+        )?;
+        let rows = st.query_map([], |r| {
+            let key: Vec<u8> = r.get(0)?;
+            let amr: String = r.get(8)?;
+            Ok((
+                key,
+                Session {
+                    key: [0; 32],
+                    username: r.get(1)?,
+                    level: AuthLevel::from_u8(r.get::<_, i64>(2)? as u8),
+                    cookie_domain: r.get(3)?,
+                    created: r.get(4)?,
+                    last_activity: r.get(5)?,
+                    remember_me: r.get::<_, i64>(6)? != 0,
+                    auth_time: r.get(7)?,
+                    amr: amr.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+                    pw_fingerprint: r.get::<_, i64>(9)? as u64,
+                },
+            ))
+        })?;
+        let mut map = HashMap::new();
+        for row in rows {
+            let (key, mut s) = row?;
+            if let Ok(k) = <[u8; 32]>::try_from(key.as_slice()) {
+                s.key = k;
+                map.insert(k, Arc::new(s));
+            }
+        }
+        Ok(map)
+    })
+}
+
+impl LocalStore {
+    pub fn open(path: &Path) -> Result<LocalStore, StoreError> {
+        Self::with_db(Db::open(path)?)
+    }
+
+    pub fn with_db(db: Db) -> Result<LocalStore, StoreError> {
+        let sessions = read_sessions(&db)?;
+        let bans = db.call_blocking(|c| {
+            let mut st = c.prepare("SELECT kind, subject, until FROM bans")?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut m = HashMap::new();
+            for row in rows {
+                let (kind, subject, until) = row?;
+                let kind = if kind == "ip" {
+                    BanKind::Ip
+                } else {
+                    BanKind::User
+                };
+                m.insert((kind, subject), until);
+            }
+            Ok(m)
+        })?;
+        Ok(LocalStore {
+            db,
+            subjects: RwLock::new(HashMap::new()),
+            sessions: RwLock::new(sessions),
+            failures: Mutex::new(HashMap::new()),
+            bans: RwLock::new(bans),
+        })
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Drops sessions for which `expired` says so (run on a timer).
+    pub fn purge(&self, expired: impl Fn(&Session) -> bool) -> usize {
+        let keys: Vec<SessionKey> = match self.sessions.write() {
+            Ok(mut m) => {
+                let keys: Vec<_> = m.values().filter(|s| expired(s)).map(|s| s.key).collect();
+                for k in &keys {
+                    m.remove(k);
+                }
+                keys
+            }
+            Err(_) => return 0,
+        };
+        let n = keys.len();
+        if n > 0 {
+            self.db.exec("purge sessions", move |c| {
+                let tx = c.transaction()?;
+                for k in keys {
+                    tx.execute("DELETE FROM sessions WHERE key = ?1", params![k.as_slice()])?;
+                }
+                tx.commit()
+            });
+        }
+        n
+    }
+
+    fn persist(&self, s: &Session) {
+        let s = s.clone();
+        self.db.exec("save session", move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO sessions (key, username, level, cookie_domain, created, last_activity, remember_me, auth_time, amr, pw_fingerprint)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    s.key.as_slice(),
+                    s.username,
+                    s.level as u8 as i64,
+                    s.cookie_domain,
+                    s.created,
+                    s.last_activity,
+                    s.remember_me as i64,
+                    s.auth_time,
+                    s.amr.join(","),
+                    s.pw_fingerprint as i64
+                ],
+            )?;
+            Ok(())
+        });
+    }
+}
+
+fn json_err(e: serde_json::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, rusqlite::Error> {
+    serde_json::to_string(v).map_err(json_err)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, rusqlite::Error> {
+    serde_json::from_str(s).map_err(json_err)
+}
+
+fn load_token(
+    c: &rusqlite::Connection,
+    hash: &[u8],
+) -> Result<Option<TokenRecord>, rusqlite::Error> {
+    let data: Option<String> = c
+        .query_row(
+            "SELECT data FROM oidc_tokens WHERE hash = ?1",
+            params![hash],
+            |r| r.get(0),
+        )
+        .optional()?;
+    data.map(|d| from_json(&d)).transpose()
+}
+
+fn store_token(
+    c: &rusqlite::Connection,
+    hash: &[u8],
+    t: &TokenRecord,
+) -> Result<(), rusqlite::Error> {
+    c.execute(
+        "INSERT OR REPLACE INTO oidc_tokens (hash, family, username, expires, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![hash, t.family, t.username, t.expires, to_json(t)?],
+    )?;
+    Ok(())
+}
+
+/// Marks every token matching `filter_sql` (one parameter) revoked; returns how many.
+fn revoke_where(
+    c: &mut rusqlite::Connection,
+    filter_sql: &str,
+    param: &str,
+) -> Result<u32, rusqlite::Error> {
+    let tx = c.transaction()?;
+    let rows: Vec<(Vec<u8>, String)> = {
+        let mut st = tx.prepare(&format!(
+            "SELECT hash, data FROM oidc_tokens WHERE {filter_sql}"
+        ))?;
+        st.query_map(params![param], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    let mut n = 0;
+    for (hash, data) in rows {
+        let mut t: TokenRecord = from_json(&data)?;
+        if !t.revoked {
+            t.revoked = true;
+            n += 1;
+            store_token(&tx, &hash, &t)?;
+        }
+    }
+    tx.commit()?;
+    Ok(n)
+}
+
+impl Store for LocalStore {
+    async fn subject(&self, username: &str) -> Result<String, StoreError> {
+        if let Some(s) = self
+            .subjects
+            .read()
+            .map_err(|_| StoreError::Unavailable)?
+            .get(username)
+        {
+            return Ok(s.clone());
+        }
+        let mut raw = [0u8; 16];
+        crate::users::hash::random_bytes(&mut raw);
+        let fresh = hex::encode(raw);
+        let user = username.to_string();
+        let sub = self
+            .db
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR IGNORE INTO subjects (username, sub) VALUES (?1, ?2)",
+                    params![user, fresh],
+                )?;
+                c.query_row(
+                    "SELECT sub FROM subjects WHERE username = ?1",
+                    params![user],
+                    |r| r.get::<_, String>(0),
+                )
+            })
+            .await?;
+        self.subjects
+            .write()
+            .map_err(|_| StoreError::Unavailable)?
+            .insert(username.to_string(), sub.clone());
+        Ok(sub)
+    }
+
+    async fn save_code(&self, hash: TokenHash, grant: CodeGrant) -> Result<(), StoreError> {
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO oidc_codes (hash, data, used, expires) VALUES (?1, ?2, 0, ?3)",
+                    params![hash.as_slice(), to_json(&grant)?, grant.expires],
+                )?;
+                // Old codes are useless after their lifetime plus a margin for replay detection.
+                c.execute(
+                    "DELETE FROM oidc_codes WHERE expires < ?1",
+                    params![grant.expires - 86_400],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn redeem_code(&self, hash: TokenHash, now: i64) -> Result<Redemption, StoreError> {
+        // Runs on the single database thread: check-and-mark is atomic.
+        self.db
+            .call(move |c| {
+                let row: Option<(String, i64)> = c
+                    .query_row(
+                        "SELECT data, used FROM oidc_codes WHERE hash = ?1",
+                        params![hash.as_slice()],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                let Some((data, used)) = row else {
+                    return Ok(Redemption::Unknown);
+                };
+                let grant: CodeGrant = from_json(&data)?;
+                if used != 0 {
+                    return Ok(Redemption::Replayed {
+                        family: grant.family,
+                    });
+                }
+                c.execute(
+                    "UPDATE oidc_codes SET used = 1 WHERE hash = ?1",
+                    params![hash.as_slice()],
+                )?;
+                if now >= grant.expires {
+                    return Ok(Redemption::Unknown);
+                }
+                Ok(Redemption::Fresh(grant))
+            })
+            .await
+    }
+
+    async fn save_token(&self, hash: TokenHash, token: TokenRecord) -> Result<(), StoreError> {
+        self.db
+            .call(move |c| store_token(c, hash.as_slice(), &token))
+            .await
+    }
+
+    async fn token(&self, hash: TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        self.db.call(move |c| load_token(c, hash.as_slice())).await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        old: TokenHash,
+        new: TokenHash,
+        new_token: TokenRecord,
+        now: i64,
+    ) -> Result<Rotation, StoreError> {
+        self.db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let Some(mut cur) = load_token(&tx, old.as_slice())? else {
+                    return Ok(Rotation::Invalid);
+                };
+                if cur.kind != super::TokenKind::Refresh || cur.revoked || now >= cur.expires {
+                    return Ok(Rotation::Invalid);
+                }
+                if cur.used {
+                    // Reuse of a rotated token: someone holds a copy. Revoke the family.
+                    let family = cur.family.clone();
+                    drop(tx);
+                    revoke_where(c, "family = ?1", &family)?;
+                    return Ok(Rotation::Reused);
+                }
+                cur.used = true;
+                store_token(&tx, old.as_slice(), &cur)?;
+                store_token(&tx, new.as_slice(), &new_token)?;
+                tx.execute(
+                    "DELETE FROM oidc_tokens WHERE expires < ?1",
+                    params![now - 86_400],
+                )?;
+                tx.commit()?;
+                Ok(Rotation::Rotated(cur))
+            })
+            .await
+    }
+
+    async fn revoke_token(&self, hash: TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        self.db
+            .call(move |c| {
+                let Some(mut t) = load_token(c, hash.as_slice())? else {
+                    return Ok(None);
+                };
+                t.revoked = true;
+                store_token(c, hash.as_slice(), &t)?;
+                Ok(Some(t))
+            })
+            .await
+    }
+
+    async fn revoke_family(&self, family: &str) -> Result<u32, StoreError> {
+        let family = family.to_string();
+        self.db
+            .call(move |c| revoke_where(c, "family = ?1", &family))
+            .await
+    }
+
+    async fn revoke_user_tokens(&self, username: &str) -> Result<u32, StoreError> {
+        let user = username.to_string();
+        self.db
+            .call(move |c| revoke_where(c, "username = ?1", &user))
+            .await
+    }
+
+    async fn consent(
+        &self,
+        username: &str,
+        client_id: &str,
+    ) -> Result<Option<Consent>, StoreError> {
+        let (u, cl) = (username.to_string(), client_id.to_string());
+        self.db
+            .call(move |c| {
+                let d: Option<String> = c
+                    .query_row(
+                        "SELECT data FROM oidc_consents WHERE username = ?1 AND client_id = ?2",
+                        params![u, cl],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                d.map(|d| from_json(&d)).transpose()
+            })
+            .await
+    }
+
+    async fn save_consent(
+        &self,
+        username: &str,
+        client_id: &str,
+        consent: Consent,
+    ) -> Result<(), StoreError> {
+        let (u, cl) = (username.to_string(), client_id.to_string());
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO oidc_consents (username, client_id, data) VALUES (?1, ?2, ?3)",
+                    params![u, cl, to_json(&consent)?],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn session(&self, key: &SessionKey) -> Result<Option<Arc<Session>>, StoreError> {
+        Ok(self
+            .sessions
+            .read()
+            .map_err(|_| StoreError::Unavailable)?
+            .get(key)
+            .cloned())
+    }
+
+    async fn save_session(&self, s: Session) -> Result<(), StoreError> {
+        self.persist(&s);
+        self.sessions
+            .write()
+            .map_err(|_| StoreError::Unavailable)?
+            .insert(s.key, Arc::new(s));
+        Ok(())
+    }
+
+    async fn touch_session(&self, s: &Session, now: i64) -> Result<(), StoreError> {
+        if now <= s.last_activity {
+            return Ok(());
+        }
+        let mut updated = s.clone();
+        updated.last_activity = now;
+        let persist = now - s.last_activity > TOUCH_PERSIST_AFTER;
+        {
+            let mut m = self.sessions.write().map_err(|_| StoreError::Unavailable)?;
+            // Only if it still exists: a concurrent logout wins.
+            match m.get_mut(&s.key) {
+                Some(cur) => *cur = Arc::new(updated.clone()),
+                None => return Ok(()),
+            }
+        }
+        if persist {
+            let key = updated.key;
+            self.db.exec("touch session", move |c| {
+                c.execute(
+                    "UPDATE sessions SET last_activity = ?1 WHERE key = ?2",
+                    params![now, key.as_slice()],
+                )?;
+                Ok(())
+            });
+        }
+        Ok(())
+    }
+
+    async fn delete_session(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.sessions
+            .write()
+            .map_err(|_| StoreError::Unavailable)?
+            .remove(key);
+        let key = *key;
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "DELETE FROM sessions WHERE key = ?1",
+                    params![key.as_slice()],
+                )
+                .map(|_| ())
+            })
+            .await
+    }
+
+    async fn delete_user_sessions(&self, username: &str) -> Result<u32, StoreError> {
+        let n = {
+            let mut m = self.sessions.write().map_err(|_| StoreError::Unavailable)?;
+            let before = m.len();
+            m.retain(|_, s| s.username != username);
+            (before - m.len()) as u32
+        };
+        let user = username.to_string();
+        self.db
+            .call(move |c| {
+                c.execute("DELETE FROM sessions WHERE username = ?1", params![user])
+                    .map(|_| ())
+            })
+            .await?;
+        Ok(n)
+    }
+
+    async fn record_failure(
+        &self,
+        kind: BanKind,
+        subject: &str,
+        now: i64,
+        window: i64,
+    ) -> Result<u32, StoreError> {
+        let mut m = self.failures.lock().map_err(|_| StoreError::Unavailable)?;
+        // Bound memory under a spray of random user names: forget the oldest entries.
+        if m.len() > 10_000 {
+            m.retain(|_, q| q.back().is_some_and(|t| now - t <= window));
+        }
+        let q = m.entry((kind, subject.to_string())).or_default();
+        q.push_back(now);
+        while q.front().is_some_and(|t| now - t > window) {
+            q.pop_front();
+        }
+        while q.len() > 64 {
+            q.pop_front();
+        }
+        Ok(q.len() as u32)
+    }
+
+    async fn clear_failures(&self, kind: BanKind, subject: &str) -> Result<(), StoreError> {
+        self.failures
+            .lock()
+            .map_err(|_| StoreError::Unavailable)?
+            .remove(&(kind, subject.to_string()));
+        Ok(())
+    }
+
+    async fn ban(&self, kind: BanKind, subject: &str, until: i64) -> Result<(), StoreError> {
+        self.bans
+            .write()
+            .map_err(|_| StoreError::Unavailable)?
+            .insert((kind, subject.to_string()), until);
+        let subject = subject.to_string();
+        self.db.exec("ban", move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO bans (kind, subject, until) VALUES (?1, ?2, ?3)",
+                params![kind.as_str(), subject, until],
+            )?;
+            Ok(())
+        });
+        Ok(())
+    }
+
+    async fn banned_until(
+        &self,
+        kind: BanKind,
+        subject: &str,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let m = self.bans.read().map_err(|_| StoreError::Unavailable)?;
+        Ok(m.get(&(kind, subject.to_string()))
+            .copied()
+            .filter(|u| *u > now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(n: u8, user: &str) -> Session {
+        Session {
+            key: [n; 32],
+            username: user.into(),
+            level: AuthLevel::OneFactor,
+            cookie_domain: "halos.local".into(),
+            created: 100,
+            last_activity: 100,
+            remember_me: false,
+            auth_time: 100,
+            amr: vec!["pwd".into()],
+            pw_fingerprint: 7,
+        }
+    }
+
+    #[tokio::test]
+    async fn sessions_survive_reopen_and_logout_is_persistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        {
+            let s = LocalStore::open(&path).unwrap();
+            s.save_session(session(1, "a")).await.unwrap();
+            s.save_session(session(2, "a")).await.unwrap();
+            s.save_session(session(3, "b")).await.unwrap();
+            s.delete_session(&[3; 32]).await.unwrap();
+            s.touch_session(&session(1, "a"), 100 + TOUCH_PERSIST_AFTER + 1)
+                .await
+                .unwrap();
+            s.ban(BanKind::User, "a", 5000).await.unwrap();
+            s.db.call(|_| Ok(())).await.unwrap(); // drain the writer
+        }
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let s = LocalStore::open(&path).unwrap();
+        assert_eq!(s.session_count(), 2);
+        let one = s.session(&[1; 32]).await.unwrap().unwrap();
+        assert_eq!(one.last_activity, 100 + TOUCH_PERSIST_AFTER + 1);
+        assert_eq!(one.amr, vec!["pwd"]);
+        assert!(s.session(&[3; 32]).await.unwrap().is_none());
+        assert_eq!(
+            s.banned_until(BanKind::User, "a", 10).await.unwrap(),
+            Some(5000)
+        );
+        assert_eq!(
+            s.banned_until(BanKind::User, "a", 6000).await.unwrap(),
+            None
+        );
+        assert_eq!(s.delete_user_sessions("a").await.unwrap(), 2);
+        assert_eq!(s.session_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn failures_count_within_the_window() {
+        let s = LocalStore::with_db(Db::memory().unwrap()).unwrap();
+        assert_eq!(
+            s.record_failure(BanKind::Ip, "1.2.3.4", 0, 120)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            s.record_failure(BanKind::Ip, "1.2.3.4", 60, 120)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            s.record_failure(BanKind::Ip, "1.2.3.4", 170, 120)
+                .await
+                .unwrap(),
+            2
+        );
+        s.clear_failures(BanKind::Ip, "1.2.3.4").await.unwrap();
+        assert_eq!(
+            s.record_failure(BanKind::Ip, "1.2.3.4", 201, 120)
+                .await
+                .unwrap(),
+            1
+        );
+    }
+
+    fn code(family: &str) -> CodeGrant {
+        CodeGrant {
+            client_id: "c".into(),
+            redirect_uri: "https://a/cb".into(),
+            username: "ann".into(),
+            scopes: vec!["openid".into()],
+            nonce: None,
+            code_challenge: None,
+            auth_time: 1,
+            amr: vec!["pwd".into()],
+            family: family.into(),
+            expires: 100,
+        }
+    }
+
+    fn refresh(family: &str) -> TokenRecord {
+        TokenRecord {
+            kind: super::super::TokenKind::Refresh,
+            client_id: "c".into(),
+            username: "ann".into(),
+            scopes: vec!["openid".into(), "offline_access".into()],
+            family: family.into(),
+            issued: 1,
+            expires: 1000,
+            auth_time: 1,
+            amr: vec![],
+            used: false,
+            revoked: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn codes_are_single_use_and_refresh_reuse_revokes_the_family() {
+        let s = LocalStore::with_db(Db::memory().unwrap()).unwrap();
+        s.save_code([1; 32], code("f1")).await.unwrap();
+        assert!(matches!(
+            s.redeem_code([1; 32], 10).await.unwrap(),
+            Redemption::Fresh(_)
+        ));
+        assert_eq!(
+            s.redeem_code([1; 32], 11).await.unwrap(),
+            Redemption::Replayed {
+                family: "f1".into()
+            }
+        );
+        assert_eq!(
+            s.redeem_code([9; 32], 11).await.unwrap(),
+            Redemption::Unknown
+        );
+        s.save_code([2; 32], code("f2")).await.unwrap();
+        assert_eq!(
+            s.redeem_code([2; 32], 100).await.unwrap(),
+            Redemption::Unknown,
+            "expired"
+        );
+
+        s.save_token([3; 32], refresh("f1")).await.unwrap();
+        assert!(matches!(
+            s.rotate_refresh([3; 32], [4; 32], refresh("f1"), 5)
+                .await
+                .unwrap(),
+            Rotation::Rotated(_)
+        ));
+        assert!(s.token([4; 32]).await.unwrap().unwrap().active(5));
+        // Presenting the old one again: reuse → the new one is revoked too.
+        assert_eq!(
+            s.rotate_refresh([3; 32], [5; 32], refresh("f1"), 6)
+                .await
+                .unwrap(),
+            Rotation::Reused
+        );
+        assert!(!s.token([4; 32]).await.unwrap().unwrap().active(6));
+        assert!(s.token([5; 32]).await.unwrap().is_none());
+        assert_eq!(
+            s.revoke_user_tokens("ann").await.unwrap(),
+            0,
+            "all already revoked"
+        );
+    }
+
+    #[tokio::test]
+    async fn subjects_are_stable_and_distinct() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.sqlite");
+        let (a, b) = {
+            let s = LocalStore::open(&p).unwrap();
+            (
+                s.subject("ann").await.unwrap(),
+                s.subject("bob").await.unwrap(),
+            )
+        };
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        let s = LocalStore::open(&p).unwrap();
+        assert_eq!(s.subject("ann").await.unwrap(), a);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        drop(LocalStore::open(&path).unwrap());
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("PRAGMA user_version = 99").unwrap();
+        drop(c);
+        assert!(matches!(
+            LocalStore::open(&path),
+            Err(StoreError::Schema(_))
+        ));
+    }
+}

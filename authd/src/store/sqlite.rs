@@ -1,0 +1,189 @@
+//! The SQLite state database, owned by one writer thread.
+//!
+//! All SQL runs on a dedicated thread that owns the connection, so async handlers never
+//! block on disk and writes are serialised (no `SQLITE_BUSY` between our own writers).
+//! Callers either wait for a result ([`Db::call`]) or fire and forget ([`Db::exec`]).
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::StoreError;
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: sessions and bans
+    "CREATE TABLE sessions (
+        key BLOB PRIMARY KEY,
+        username TEXT NOT NULL,
+        level INTEGER NOT NULL,
+        cookie_domain TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        last_activity INTEGER NOT NULL,
+        remember_me INTEGER NOT NULL,
+        auth_time INTEGER NOT NULL,
+        amr TEXT NOT NULL,
+        pw_fingerprint INTEGER NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}'
+     );
+     CREATE INDEX sessions_user ON sessions(username);
+     CREATE TABLE bans (
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        until INTEGER NOT NULL,
+        PRIMARY KEY (kind, subject)
+     );",
+    // 2: OIDC grants and stable subject identifiers
+    "CREATE TABLE subjects (
+        username TEXT PRIMARY KEY,
+        sub TEXT NOT NULL UNIQUE
+     );
+     CREATE TABLE oidc_codes (
+        hash BLOB PRIMARY KEY,
+        data TEXT NOT NULL,
+        used INTEGER NOT NULL DEFAULT 0,
+        expires INTEGER NOT NULL
+     );
+     CREATE TABLE oidc_tokens (
+        hash BLOB PRIMARY KEY,
+        family TEXT NOT NULL,
+        username TEXT NOT NULL,
+        expires INTEGER NOT NULL,
+        data TEXT NOT NULL
+     );
+     CREATE INDEX oidc_tokens_family ON oidc_tokens(family);
+     CREATE INDEX oidc_tokens_user ON oidc_tokens(username);
+     CREATE TABLE oidc_consents (
+        username TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (username, client_id)
+     );",
+];
+
+/// Handle to the database thread. Cloning is cheap.
+#[derive(Clone)]
+pub struct Db {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Db")
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         PRAGMA synchronous=NORMAL;
+         PRAGMA busy_timeout=5000;
+         PRAGMA foreign_keys=ON;
+         PRAGMA temp_store=MEMORY;",
+    )?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: usize =
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Schema(format!(
+            "the state database has schema version {version}, newer than this daemon knows ({}); refusing to touch it",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        conn.execute_batch(&format!(
+            "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))?;
+    }
+    Ok(())
+}
+
+impl Db {
+    /// Opens (creating if needed, mode 0600) the database and starts its thread.
+    pub fn open(path: &Path) -> Result<Db, StoreError> {
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
+        }
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?;
+        }
+        let mut conn = open_connection(path)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("state-db".into())
+            .spawn(move || {
+                for job in rx {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        Ok(Db { tx })
+    }
+
+    /// An in-memory database, for tests.
+    pub fn memory() -> Result<Db, StoreError> {
+        Self::open(Path::new(":memory:"))
+    }
+
+    /// Runs `f` on the database thread and waits for its result.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Box::new(move |c| {
+                let _ = reply.send(f(c));
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx.await.map_err(|_| StoreError::Closed)??)
+    }
+
+    /// Same as [`Db::call`], for synchronous callers (start-up, CLI).
+    pub fn call_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = mpsc::channel();
+        self.tx
+            .send(Box::new(move |c| {
+                let _ = reply.send(f(c));
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx.recv().map_err(|_| StoreError::Closed)??)
+    }
+
+    /// Queues `f` without waiting; failures are logged.
+    pub fn exec(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&mut Connection) -> Result<(), rusqlite::Error> + Send + 'static,
+    ) {
+        let sent = self.tx.send(Box::new(move |c| {
+            if let Err(e) = f(c) {
+                tracing::error!(error = %e, what, "state database write failed");
+            }
+        }));
+        if sent.is_err() {
+            tracing::error!(what, "state database thread is gone");
+        }
+    }
+}
