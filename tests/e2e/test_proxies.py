@@ -9,7 +9,7 @@ import urllib.parse
 import pytest
 
 from harness import (DOMAIN, IDENTITY_HEADERS, USERS, Client, Stack, header_values, make_certs,
-                     run_browser, upstream_headers)
+                     reap_proxies, run_browser, upstream_headers)
 
 PROXIES = ["caddy", "nginx", "traefik"]
 SCHEMES = ["http", "https"]
@@ -24,6 +24,12 @@ TARGET_PATH = "/deck/log?day=2&note=caf%C3%A9"
 
 SPOOF = {"Remote-User": "admin", "Remote-Groups": "admins", "Remote-Email": "admin@evil.test",
          "Remote-Name": "Mallory"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _reap_proxies():
+    yield
+    reap_proxies()
 
 
 @pytest.fixture(scope="session")
@@ -157,33 +163,56 @@ def _deleting(set_cookie):
 # Identity headers sent by the client never reach the upstream
 # ----------------------------------------------------------------------------------------
 
+def cgi_name(header):
+    """The variable CGI, WSGI and PHP backends read a header as: Remote_User, Remote.User and
+    Remote-User are all HTTP_REMOTE_USER to them."""
+    return "HTTP_" + re.sub(r"[^A-Z0-9]", "_", header.upper())
+
+
+IDENTITY_CGI = {cgi_name(h) for h in IDENTITY_HEADERS}
+
+# The same identity, as a client could send it: plain, in other cases, and as names that alias
+# Remote-User and friends for CGI-style backends.
+SPOOF_VARIANTS = [
+    list(SPOOF.items()),
+    [(k.lower(), v) for k, v in SPOOF.items()],
+    [(k.upper(), v) for k, v in SPOOF.items()],
+    [(k.replace("-", "_"), v) for k, v in SPOOF.items()],
+    [(k.replace("-", "."), v) for k, v in SPOOF.items()],
+    [(k.lower().replace("-", "~"), v) for k, v in SPOOF.items()],
+]
+
+
+def spoofed_identity(upstream_body):
+    """Identity headers (or aliases of them) the upstream got with a client-sent value."""
+    return [(k, v) for k, v in upstream_headers(upstream_body)
+            if cgi_name(k) in IDENTITY_CGI and v in SPOOF.values()]
+
+
 @all_stacks
 def test_client_sent_identity_headers_never_reach_the_upstream(make_stack, proxy, scheme):
     st = make_stack(proxy, scheme)
 
-    def spoofed(headers):
-        out = dict(headers)
-        out.update(SPOOF)
-        return out
-
     # Anonymous on a bypass route: the daemon knows no user, the proxy must still drop them.
     anon = st.client()
-    for variant in (SPOOF, {k.lower(): v for k, v in SPOOF.items()},
-                    {k.upper(): v for k, v in SPOOF.items()}):
+    for variant in SPOOF_VARIANTS:
         r = anon.browser_get(st.url(PUBLIC, "/"), headers=variant)
         assert r.status == 200, f"{r.status} {r.text}\n{st.logs()}"
-        got = identity(r.body)
-        leaked = {k: v for k, v in got.items() if any(x.strip() for x in v)}
-        assert not leaked, f"{proxy}: client-sent identity reached the upstream: {leaked}"
+        assert not spoofed_identity(r.body), \
+            f"{proxy}: client-sent identity reached the upstream: {spoofed_identity(r.body)}"
+        assert all(v in ([], [""]) for v in identity(r.body).values()), r.text
 
-    # Logged in as alice: exactly alice's identity, once.
+    # Logged in as alice: exactly alice's identity, once, and none of the client's copies.
     c, _ = st.login("alice")
-    r = c.browser_get(st.url(APP, "/"), headers=spoofed({}))
-    assert r.status == 200, r.text
-    assert identity(r.body) == expected_identity("alice"), r.text
+    for variant in SPOOF_VARIANTS:
+        r = c.browser_get(st.url(APP, "/"), headers=variant)
+        assert r.status == 200, r.text
+        assert identity(r.body) == expected_identity("alice"), r.text
+        assert not spoofed_identity(r.body), \
+            f"{proxy}: client-sent identity reached the upstream: {spoofed_identity(r.body)}"
 
-    # And the spoofed admin group does not open the admin app.
-    r = c.browser_get(st.url(ADMIN, "/"), headers=spoofed({}))
+    # And a spoofed admin group does not open the admin app.
+    r = c.browser_get(st.url(ADMIN, "/"), headers=list(SPOOF.items()))
     assert r.status == 403, f"{r.status} {r.text}"
 
 
@@ -285,51 +314,94 @@ def test_session_survives_a_daemon_restart(make_stack, proxy):
 # The HTML login form in real Chromium
 # ----------------------------------------------------------------------------------------
 
+def _step(result, i):
+    """Step `i` of a browser scenario, or a failure that says where the scenario stopped."""
+    for st in result["steps"]:
+        if st["step"] == i:
+            return st
+    raise AssertionError(f"browser scenario stopped before step {i}: {result['error']}\n"
+                         f"steps: {json.dumps(result['steps'], indent=1)[:3000]}")
+
+
+def _app_identity(snapshot):
+    seen = json.loads(snapshot["body"])
+    return {name: header_values(seen["headers"], name) for name in IDENTITY_HEADERS}
+
+
 @all_stacks
-def test_html_login_form_in_chromium(make_stack, tmp_path, proxy, scheme):
+def test_chromium_login_form_and_logout(make_stack, proxy, scheme):
+    """Real Chromium: (A) anonymous -> portal with rd -> wrong password -> error -> right password
+    -> back on the app -> logout -> portal; (B) a session from the JSON API -> app -> logout ->
+    portal. Both in one browser, each in its own fresh context."""
     st = make_stack(proxy, scheme)
     target = st.url(APP, TARGET_PATH)
-    steps = [
-        {"op": "goto", "url": target},
+    logout = st.url(DOMAIN, "/sso/logout")
+    api_client, _ = st.login("alice")
+    api_cookie = api_client.cookie("halos_session").value
+    form = {"steps": [
+        {"op": "goto", "url": target},                                                      # 0
         {"op": "fill", "selector": "input[name=username]", "value": "alice"},
         {"op": "fill", "selector": "input[name=password]", "value": "not the password"},
-        {"op": "click", "selector": "#sign-in"},
+        {"op": "click", "selector": "#sign-in"},                                            # 3
         {"op": "fill", "selector": "input[name=username]", "value": "alice"},
         {"op": "fill", "selector": "input[name=password]", "value": USERS["alice"][3]},
-        {"op": "click", "selector": "#sign-in"},
-        {"op": "cookies"},
-        {"op": "goto", "url": st.url(DOMAIN, "/sso/logout")},
-        {"op": "goto", "url": target},
-    ]
-    res = run_browser(steps, tmp_path)
-    first, failed, landed, cookies, logged_out, again = res[0], res[3], res[6], res[7], res[8], res[9]
+        {"op": "click", "selector": "#sign-in"},                                            # 6
+        {"op": "cookies"},                                                                  # 7
+        {"op": "goto", "url": logout},                                                      # 8
+        {"op": "goto", "url": target},                                                      # 9
+    ]}
+    api = {"cookies": [{"name": "halos_session", "value": api_cookie, "domain": "." + DOMAIN,
+                        "path": "/", "httpOnly": True, "secure": scheme == "https",
+                        "sameSite": "Lax"}],
+           "steps": [
+               {"op": "goto", "url": target},                                               # 0
+               {"op": "goto", "url": logout},                                               # 1
+               {"op": "cookies"},                                                           # 2
+               {"op": "goto", "url": target},                                               # 3
+           ]}
+    res_form, res_api = run_browser([form, api])
 
-    # Anonymous: sent to the portal with the right rd.
-    u = urllib.parse.urlsplit(first["url"])
-    assert f"{u.scheme}://{u.netloc}{u.path}" == st.portal + "/", first
-    assert urllib.parse.parse_qs(u.query)["rd"] == [target], first["url"]
+    def on_portal_with_rd(snap):
+        u = urllib.parse.urlsplit(snap["url"])
+        return (f"{u.scheme}://{u.netloc}{u.path}" == st.portal + "/"
+                and urllib.parse.parse_qs(u.query).get("rd") == [target])
 
-    # Wrong password: stays on the portal with an error that does not say which part was wrong.
+    def dead(cookie_value):
+        r = st.client().browser_get(target, headers={"Cookie": f"halos_session={cookie_value}"},
+                                    cookies=False)
+        return r.status == 302
+
+    # (B) The browser carries the session to the app; logout lands on the portal, the cookie is
+    # gone from the browser and dead on the server.
+    landed = _step(res_api, 0)
+    assert landed["url"] == target and landed["status"] == 200, f"{landed}\n{st.logs()}"
+    assert _app_identity(landed) == expected_identity("alice")
+    out = _step(res_api, 1)
+    assert out["url"].startswith(st.portal + "/"), out
+    assert not [c for c in _step(res_api, 2)["cookies"] if c["name"] == "halos_session"], \
+        "logout left the session cookie in the browser"
+    assert on_portal_with_rd(_step(res_api, 3)), _step(res_api, 3)
+    assert dead(api_cookie), "the session cookie still works after a browser logout"
+
+    # (A) The HTML form.
+    first = _step(res_form, 0)
+    assert on_portal_with_rd(first), first
+    failed = _step(res_form, 3)
     assert failed["url"].startswith(st.portal + "/"), failed
-    assert failed["alert"], f"no role=alert error shown: {failed}"
-
-    # Right password: back on the app, which sees alice.
-    assert landed["url"] == target, f"{landed}\n{st.logs()}"
-    seen = json.loads(landed["body"])
-    got = {name: header_values(seen["headers"], name) for name in IDENTITY_HEADERS}
-    assert got == expected_identity("alice"), seen
-
-    session = [c for c in cookies["cookies"] if c["name"] == "halos_session"]
-    assert len(session) == 1, cookies
+    assert failed["alert"] == "Incorrect username or password.", \
+        f"wrong password: expected the credentials error, got {failed['status']} {failed['alert']!r}"
+    landed = _step(res_form, 6)
+    assert landed["url"] == target, \
+        f"the form login did not return to the app: {landed['status']} {landed['url']} " \
+        f"alert={landed['alert']!r}\n{st.logs()}"
+    assert _app_identity(landed) == expected_identity("alice")
+    session = [c for c in _step(res_form, 7)["cookies"] if c["name"] == "halos_session"]
+    assert len(session) == 1, session
     assert session[0]["domain"].lstrip(".") == DOMAIN and session[0]["httpOnly"]
     assert session[0]["secure"] == (scheme == "https")
-    old = session[0]["value"]
-
-    # Logout: back on the portal; the app asks for a login again; the old cookie is dead.
-    assert logged_out["url"].startswith(st.portal + "/"), logged_out
-    assert again["url"].startswith(st.portal + "/?"), again
-    r = st.client().browser_get(target, headers={"Cookie": f"halos_session={old}"}, cookies=False)
-    assert r.status == 302, f"old cookie still works after browser logout: {r.status} {r.text}"
+    assert _step(res_form, 8)["url"].startswith(st.portal + "/"), _step(res_form, 8)
+    assert on_portal_with_rd(_step(res_form, 9)), _step(res_form, 9)
+    assert dead(session[0]["value"]), "the form session still works after logout"
 
 
 # ----------------------------------------------------------------------------------------
@@ -450,6 +522,18 @@ def test_no_hostile_redirect_target_is_followed(make_stack, proxy, scheme):
 
     logged_in, _ = st.login(user)
     anon = st.client()
+    former = st.client()
+    page = former.browser_get(portal)
+    m = re.search(r'<input[^>]*name="csrf"[^>]*value="([^"]+)"', page.text)
+    assert page.status == 200 and m, f"no CSRF field on the portal: {page.status} {page.text[:500]}"
+    csrf = m.group(1)
+
+    def form_login(v):
+        body = urllib.parse.urlencode({"username": user, "password": password, "rd": v, "rm": "GET",
+                                       "csrf": csrf})
+        return former.request("POST", st.url(DOMAIN, "/sso/login"), body=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html",
+            "Origin": st.url(DOMAIN, "").rstrip("/")})
 
     def q(v):
         return urllib.parse.quote(v, safe="")
@@ -474,6 +558,8 @@ def test_no_hostile_redirect_target_is_followed(make_stack, proxy, scheme):
         f"logged-in portal visit with a safe rd: {r.status} {r.header('Location')}"
     r = Client(scheme, st.port).post_json(logout_api, {"targetURL": good})
     assert r.json()["data"]["safeTargetURL"] is True, r.text
+    r = form_login(good)
+    assert r.status == 303 and r.header("Location") == good, f"{r.status} {r.header('Location')}"
 
     for v in hostile:
         # The portal, anonymous (renders the form) and logged in (may redirect).
@@ -484,6 +570,10 @@ def test_no_hostile_redirect_target_is_followed(make_stack, proxy, scheme):
         # Browser logout.
         r = anon.browser_get(st.url(DOMAIN, "/sso/logout?rd=") + q(v))
         check_location("GET /sso/logout", r, st.url(DOMAIN, "/sso/logout"), v)
+        # The portal's HTML form.
+        r = form_login(v)
+        assert r.status == 303, f"form login rd={v!r}: {r.status} {r.text[:300]}"
+        check_location("POST /sso/login", r, st.url(DOMAIN, "/sso/login"), v)
         # JSON login.
         red = firstfactor_redirect(v)
         if red is not None and not is_safe(red, portal, scheme):
