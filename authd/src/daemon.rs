@@ -85,6 +85,7 @@ pub fn build_state(config: Config, clock: SharedClock) -> anyhow::Result<AppStat
             .map_err(|e| anyhow::anyhow!("{}: {e}", config.storage.local.path.display()))?,
     ));
     let site = build_site(&config)?;
+    let oidc = build_oidc(&config)?;
     if site.cookie_domains.is_empty() {
         tracing::warn!(
             "no cookie domain: configure session.cookies or a multi-label name in hostnames.conf"
@@ -98,6 +99,47 @@ pub fn build_state(config: Config, clock: SharedClock) -> anyhow::Result<AppStat
         clock,
         site: Arc::new(ArcSwap::from_pointee(site)),
         templates: Arc::new(crate::http::portal::templates()),
+        oidc: Arc::new(oidc),
+    })
+}
+
+/// The issuer (`identity_providers.oidc.issuer`, else `https://${HALOS_DOMAIN}/sso`),
+/// signing keys (generated on first start) and the clients of authd.yml.
+pub fn build_oidc(config: &Config) -> anyhow::Result<crate::http::oidc::Oidc> {
+    use crate::oidc::{ClientRegistry, Issuer, SigningKeys};
+    let issuer = match &config.identity_providers.oidc.issuer {
+        Some(u) => Issuer::new(u),
+        None => {
+            let hostnames = Hostnames::load(&config.hostnames_file.0, &SystemNames::from_system());
+            let domain = hostnames.resolve_halos_domain();
+            Issuer::parse(&format!("https://{domain}{}", config.path_prefix()))
+        }
+    }
+    .map_err(|e| anyhow::anyhow!("identity_providers.oidc.issuer: {e}"))?;
+    let keys_dir = config.storage.local.keys_dir();
+    let keys = SigningKeys::load_or_generate(&keys_dir)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", keys_dir.display()))?;
+    let registry = ClientRegistry::build(
+        config
+            .identity_providers
+            .oidc
+            .clients
+            .iter()
+            .map(|c| ("authd.yml".to_string(), c.clone())),
+        crate::oidc::clients::read_secret_file,
+    );
+    for e in registry.errors() {
+        tracing::error!("OIDC client skipped: {e}");
+    }
+    tracing::info!(
+        issuer = issuer.as_str(),
+        clients = registry.clients().len(),
+        "OpenID Connect provider ready"
+    );
+    Ok(crate::http::oidc::Oidc {
+        issuer,
+        keys,
+        registry: arc_swap::ArcSwap::from_pointee(registry),
     })
 }
 

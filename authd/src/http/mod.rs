@@ -5,6 +5,7 @@
 
 pub mod authz;
 pub mod error;
+pub mod oidc;
 pub mod portal;
 pub mod request;
 pub mod session;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub clock: SharedClock,
     pub site: Arc<ArcSwap<Site>>,
     pub templates: Arc<minijinja::Environment<'static>>,
+    pub oidc: Arc<oidc::Oidc>,
 }
 
 impl AppState {
@@ -92,7 +94,31 @@ pub fn router(state: AppState) -> Router {
         .route(paths::LOGOUT, get(portal::logout))
         .route(paths::LOGIN_FORM, post(portal::login_form))
         .route("/", get(portal::portal))
-        .route("/static/portal.css", get(portal::stylesheet));
+        .route("/static/portal.css", get(portal::stylesheet))
+        .route(
+            crate::oidc::paths::OPENID_CONFIGURATION,
+            get(oidc::discovery),
+        )
+        .route(
+            crate::oidc::paths::OAUTH_AUTHORIZATION_SERVER,
+            get(oidc::discovery),
+        )
+        .route(crate::oidc::paths::JWKS, get(oidc::jwks))
+        .route(
+            crate::oidc::paths::AUTHORIZATION,
+            get(oidc::authorization).post(oidc::authorization),
+        )
+        .route(crate::oidc::paths::TOKEN, post(oidc::token))
+        .route(
+            crate::oidc::paths::USERINFO,
+            get(oidc::userinfo).post(oidc::userinfo),
+        )
+        .route(crate::oidc::paths::INTROSPECTION, post(oidc::introspection))
+        .route(crate::oidc::paths::REVOCATION, post(oidc::revocation))
+        .route(
+            crate::oidc::paths::END_SESSION,
+            get(oidc::end_session).post(oidc::end_session),
+        );
     let app = if prefix.is_empty() {
         api.with_state(state)
     } else {

@@ -141,6 +141,8 @@ fn login_redirect(
 pub struct PortalQuery {
     rd: Option<String>,
     rm: Option<String>,
+    /// `login`: ask for credentials even with a session (OIDC `prompt=login`, `max_age`).
+    prompt: Option<String>,
 }
 
 fn csrf_token(headers: &HeaderMap) -> Option<String> {
@@ -223,7 +225,10 @@ pub async fn portal(
     };
     let rd = q.rd.as_deref().unwrap_or("");
     let rm = q.rm.as_deref().unwrap_or("GET");
-    if let Some(SessionUser { session, user }) = current_session(&st, &headers, &cd).await {
+    let force_login = q.prompt.as_deref() == Some("login");
+    if !force_login
+        && let Some(SessionUser { session, user }) = current_session(&st, &headers, &cd).await
+    {
         let ip = client_ip(&peer, &headers, &st.config.server.trusted_proxies);
         if !rd.is_empty()
             && let Some(url) = login_redirect(&st, &cd, &user, session.level, Some(rd), ip)
@@ -584,6 +589,7 @@ pub fn templates() -> minijinja::Environment<'static> {
         ("base.html", include_str!("../../templates/base.html")),
         ("login.html", include_str!("../../templates/login.html")),
         ("message.html", include_str!("../../templates/message.html")),
+        ("consent.html", include_str!("../../templates/consent.html")),
     ] {
         // Embedded at build time; a syntax error is caught by the unit test below.
         if let Err(e) = env.add_template(name, src) {

@@ -1,31 +1,26 @@
-//! OIDC grant records: authorization codes, access and refresh tokens, consents and
-//! the stable `sub` of each user. Stores keep only SHA-256 hashes of codes and tokens.
+//! How the stores keep OIDC grants: authorization codes and access/refresh tokens,
+//! looked up by the SHA-256 of the code or token (the value itself is never stored),
+//! plus consents. The grant contents are the OIDC core's own types.
 
 use serde::{Deserialize, Serialize};
+
+use crate::oidc::token_request::{CodeGrant, RefreshGrant};
 
 /// SHA-256 of a code or token.
 pub type TokenHash = [u8; 32];
 
-/// What an authorization code stands for until it is redeemed.
+/// An authorization code's grant, and the token family it starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CodeGrant {
-    pub client_id: String,
-    pub redirect_uri: String,
-    pub username: String,
-    pub scopes: Vec<String>,
-    pub nonce: Option<String>,
-    pub code_challenge: Option<String>,
-    pub auth_time: i64,
-    pub amr: Vec<String>,
+pub struct StoredCode {
+    pub grant: CodeGrant,
     /// Tokens issued from this code share it; a replayed code revokes the whole family.
     pub family: String,
-    pub expires: i64,
 }
 
 /// The result of redeeming a code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redemption {
-    Fresh(CodeGrant),
+    Fresh(StoredCode),
     /// Used before: the caller revokes `family`.
     Replayed {
         family: String,
@@ -49,18 +44,13 @@ impl TokenKind {
     }
 }
 
-/// An issued access or refresh token.
+/// An issued access or refresh token. `grant.expires_at` is this token's end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
     pub kind: TokenKind,
-    pub client_id: String,
-    pub username: String,
-    pub scopes: Vec<String>,
     pub family: String,
+    pub grant: RefreshGrant,
     pub issued: i64,
-    pub expires: i64,
-    pub auth_time: i64,
-    pub amr: Vec<String>,
     /// Refresh tokens: set once rotated; presenting it again is reuse.
     pub used: bool,
     pub revoked: bool,
@@ -68,14 +58,14 @@ pub struct TokenRecord {
 
 impl TokenRecord {
     pub fn active(&self, now: i64) -> bool {
-        !self.revoked && !self.used && now < self.expires
+        !self.revoked && !self.used && now < self.grant.expires_at
     }
 }
 
 /// The result of presenting a refresh token for rotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
-    /// The old token is now used; the new one is stored.
+    /// The old token (returned) is now used; the new one is stored.
     Rotated(TokenRecord),
     /// The token was already rotated: the family has been revoked.
     Reused,
@@ -85,6 +75,6 @@ pub enum Rotation {
 /// A remembered consent (for `pre-configured` consent mode).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Consent {
-    pub scopes: Vec<String>,
+    pub scopes: crate::oidc::Scopes,
     pub expires: i64,
 }

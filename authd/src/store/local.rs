@@ -14,8 +14,8 @@ use rusqlite::OptionalExtension;
 
 use super::sqlite::Db;
 use super::{
-    AuthLevel, BanKind, CodeGrant, Consent, Redemption, Rotation, Session, SessionKey, Store,
-    StoreError, TokenHash, TokenRecord,
+    AuthLevel, BanKind, Consent, Redemption, Rotation, Session, SessionKey, Store, StoreError,
+    StoredCode, TokenHash, TokenRecord,
 };
 
 pub const TOUCH_PERSIST_AFTER: i64 = 60;
@@ -194,7 +194,7 @@ fn store_token(
 ) -> Result<(), rusqlite::Error> {
     c.execute(
         "INSERT OR REPLACE INTO oidc_tokens (hash, family, username, expires, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![hash, t.family, t.username, t.expires, to_json(t)?],
+        params![hash, t.family, t.grant.username, t.grant.expires_at, to_json(t)?],
     )?;
     Ok(())
 }
@@ -261,17 +261,17 @@ impl Store for LocalStore {
         Ok(sub)
     }
 
-    async fn save_code(&self, hash: TokenHash, grant: CodeGrant) -> Result<(), StoreError> {
+    async fn save_code(&self, hash: TokenHash, code: StoredCode) -> Result<(), StoreError> {
         self.db
             .call(move |c| {
                 c.execute(
                     "INSERT INTO oidc_codes (hash, data, used, expires) VALUES (?1, ?2, 0, ?3)",
-                    params![hash.as_slice(), to_json(&grant)?, grant.expires],
+                    params![hash.as_slice(), to_json(&code)?, code.grant.expires_at],
                 )?;
                 // Old codes are useless after their lifetime plus a margin for replay detection.
                 c.execute(
                     "DELETE FROM oidc_codes WHERE expires < ?1",
-                    params![grant.expires - 86_400],
+                    params![code.grant.expires_at - 86_400],
                 )?;
                 Ok(())
             })
@@ -292,20 +292,20 @@ impl Store for LocalStore {
                 let Some((data, used)) = row else {
                     return Ok(Redemption::Unknown);
                 };
-                let grant: CodeGrant = from_json(&data)?;
+                let code: StoredCode = from_json(&data)?;
                 if used != 0 {
                     return Ok(Redemption::Replayed {
-                        family: grant.family,
+                        family: code.family,
                     });
                 }
                 c.execute(
                     "UPDATE oidc_codes SET used = 1 WHERE hash = ?1",
                     params![hash.as_slice()],
                 )?;
-                if now >= grant.expires {
+                if now >= code.grant.expires_at {
                     return Ok(Redemption::Unknown);
                 }
-                Ok(Redemption::Fresh(grant))
+                Ok(Redemption::Fresh(code))
             })
             .await
     }
@@ -333,7 +333,10 @@ impl Store for LocalStore {
                 let Some(mut cur) = load_token(&tx, old.as_slice())? else {
                     return Ok(Rotation::Invalid);
                 };
-                if cur.kind != super::TokenKind::Refresh || cur.revoked || now >= cur.expires {
+                if cur.kind != super::TokenKind::Refresh
+                    || cur.revoked
+                    || now >= cur.grant.expires_at
+                {
                     return Ok(Rotation::Invalid);
                 }
                 if cur.used {
@@ -649,32 +652,44 @@ mod tests {
         );
     }
 
-    fn code(family: &str) -> CodeGrant {
-        CodeGrant {
+    fn grant(expires_at: i64) -> crate::oidc::token_request::RefreshGrant {
+        crate::oidc::token_request::RefreshGrant {
             client_id: "c".into(),
-            redirect_uri: "https://a/cb".into(),
+            scopes: crate::oidc::Scopes::empty().with(crate::oidc::Scope::Openid),
             username: "ann".into(),
-            scopes: vec!["openid".into()],
-            nonce: None,
-            code_challenge: None,
+            sub: "s".into(),
             auth_time: 1,
-            amr: vec!["pwd".into()],
+            auth_methods: Default::default(),
+            expires_at,
+        }
+    }
+
+    fn code(family: &str) -> StoredCode {
+        let g = grant(100);
+        StoredCode {
+            grant: crate::oidc::token_request::CodeGrant {
+                client_id: g.client_id,
+                redirect_uri: "https://a/cb".into(),
+                code_challenge: None,
+                scopes: g.scopes,
+                nonce: None,
+                username: g.username,
+                sub: g.sub,
+                auth_time: 1,
+                auth_methods: Default::default(),
+                issued_at: 1,
+                expires_at: 100,
+            },
             family: family.into(),
-            expires: 100,
         }
     }
 
     fn refresh(family: &str) -> TokenRecord {
         TokenRecord {
             kind: super::super::TokenKind::Refresh,
-            client_id: "c".into(),
-            username: "ann".into(),
-            scopes: vec!["openid".into(), "offline_access".into()],
             family: family.into(),
+            grant: grant(1000),
             issued: 1,
-            expires: 1000,
-            auth_time: 1,
-            amr: vec![],
             used: false,
             revoked: false,
         }

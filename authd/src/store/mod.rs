@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use grants::{CodeGrant, Consent, Redemption, Rotation, TokenHash, TokenKind, TokenRecord};
+pub use grants::{Consent, Redemption, Rotation, StoredCode, TokenHash, TokenKind, TokenRecord};
 pub use local::LocalStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +155,7 @@ pub trait Store: Send + Sync + 'static {
     fn save_code(
         &self,
         hash: TokenHash,
-        grant: CodeGrant,
+        code: StoredCode,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Single use, atomically: the first redemption gets the grant, later ones learn the family.
     fn redeem_code(
@@ -222,8 +222,8 @@ impl Store for AnyStore {
     async fn subject(&self, username: &str) -> Result<String, StoreError> {
         delegate!(self, s => s.subject(username).await)
     }
-    async fn save_code(&self, hash: TokenHash, grant: CodeGrant) -> Result<(), StoreError> {
-        delegate!(self, s => s.save_code(hash, grant).await)
+    async fn save_code(&self, hash: TokenHash, code: StoredCode) -> Result<(), StoreError> {
+        delegate!(self, s => s.save_code(hash, code).await)
     }
     async fn redeem_code(&self, hash: TokenHash, now: i64) -> Result<Redemption, StoreError> {
         delegate!(self, s => s.redeem_code(hash, now).await)

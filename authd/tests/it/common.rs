@@ -25,12 +25,8 @@ pub fn authctl(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("halos-authctl must be built (cargo test --workspace)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // A command that fails early (usage error) closes stdin: that is not a test failure.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     child.wait_with_output().unwrap()
 }
 
@@ -65,13 +61,30 @@ impl Daemon {
         let users = dir.path().join("users_database.yml");
         std::fs::write(&users, users_yaml).unwrap();
         let cfg = dir.path().join("authd.yml");
+        let clients_dir = dir.path().join("oidc-clients.d");
+        std::fs::create_dir_all(&clients_dir).unwrap();
+        // The clients dir goes into the test's own identity_providers section if it has one.
+        let oidc_head = "identity_providers:\n  oidc:\n";
+        let (oidc_base, extra) = if extra_yaml.contains(oidc_head) {
+            (
+                String::new(),
+                extra_yaml.replace(
+                    oidc_head,
+                    &format!("{oidc_head}    clients_dir: {}\n", clients_dir.display()),
+                ),
+            )
+        } else {
+            (
+                format!("{oidc_head}    clients_dir: {}\n", clients_dir.display()),
+                extra_yaml.to_string(),
+            )
+        };
         std::fs::write(
             &cfg,
             format!(
-                "server:\n  address: tcp://127.0.0.1:0/sso\n{server_yaml}authentication_backend:\n  file:\n    path: {}\n    password:\n      argon2: {{memory: 1024, iterations: 1, parallelism: 1}}\nstorage:\n  local:\n    path: {}\nidentity_providers:\n  oidc:\n    clients_dir: {}\nhostnames_file: {}\n{extra_yaml}",
+                "server:\n  address: tcp://127.0.0.1:0/sso\n{server_yaml}authentication_backend:\n  file:\n    path: {}\n    password:\n      argon2: {{memory: 1024, iterations: 1, parallelism: 1}}\nstorage:\n  local:\n    path: {}\n{oidc_base}hostnames_file: {}\n{extra}",
                 users.display(),
                 dir.path().join("state.sqlite").display(),
-                dir.path().join("oidc-clients.d").display(),
                 dir.path().join("hostnames.conf").display(),
             ),
         )

@@ -7,5 +7,6 @@ mod config_cli;
 mod daemon;
 mod forward_auth;
 mod hashes;
+mod oidc_flow;
 mod users_cli;
 mod users_reload;
