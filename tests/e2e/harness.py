@@ -76,6 +76,7 @@ def _wait_until(predicate, what: str, timeout: float = READY_TIMEOUT, alive=None
                 return
         except (OSError, http.client.HTTPException) as e:  # not listening yet
             last = e
+            close_connections()
         time.sleep(delay)  # poll interval between readiness probes
         delay = min(delay * 2, 0.1)
     raise AssertionError(f"{what}: not ready after {timeout}s (last error: {last!r})")
@@ -308,7 +309,7 @@ class Proxy:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, env=self.env(), cwd=self.dir,
                                      start_new_session=True)
-        client = Client(self.scheme, self.port)
+        client = Client(self.scheme, self.port, timeout=2)
 
         def alive():
             if self.proc.poll() is not None:
@@ -693,19 +694,19 @@ def _tls_context() -> ssl.SSLContext:
 _POOL: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
 
 
-def _connection(scheme, host, port, ctx):
+def _connection(scheme, host, port, ctx, timeout):
     key = (scheme, host, port)
     if key in _POOL:
         return _POOL[key], True
-    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     # http.client sends headers and body in two writes: without this, Nagle + delayed ACK
     # stall every POST by ~40 ms.
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if scheme == "https":
-        conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=30)
+        conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=timeout)
         conn.sock = ctx.wrap_socket(raw, server_hostname=host)
     else:
-        conn = http.client.HTTPConnection(host, port, timeout=30)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
         conn.sock = raw
     _POOL[key] = conn
     return conn, False
@@ -725,9 +726,10 @@ def close_connections(port=None):
 class Client:
     """No redirects are followed; the jar follows Domain, Path, Secure and deletion."""
 
-    def __init__(self, scheme: str, port: int):
+    def __init__(self, scheme: str, port: int, timeout: float = 30):
         self.scheme = scheme
         self.port = port
+        self.timeout = timeout
         self.jar: dict[tuple[str, str, str], Cookie] = {}
         self.ctx = _tls_context()
 
@@ -775,7 +777,7 @@ class Client:
             body = body.encode()
         resp = None
         for attempt in (0, 1):
-            conn, reused = _connection(u.scheme, host, port, self.ctx)
+            conn, reused = _connection(u.scheme, host, port, self.ctx, self.timeout)
             try:
                 conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
                 for k, v in hdrs:
@@ -823,10 +825,22 @@ class Client:
 # ----------------------------------------------------------------------------------------
 
 class Stack:
+    """Daemon + upstream + proxy. The proxy's port is picked free first (the daemon's portal URL
+    names it); if another process takes it before the proxy binds, the stack is built again."""
+
     def __init__(self, workdir: pathlib.Path, proxy: str, scheme: str, certs: Certs | None,
                  fixed_daemon_port: bool = False):
         self.proxy_name = proxy
         self.scheme = scheme
+        for attempt in range(3):
+            try:
+                self._build(workdir / f"try{attempt}", proxy, scheme, certs, fixed_daemon_port)
+                return
+            except AssertionError as e:
+                if attempt == 2 or not re.search(r"address already in use", str(e), re.I):
+                    raise
+
+    def _build(self, workdir, proxy, scheme, certs, fixed_daemon_port):
         self.port = free_port()
         self.upstream = Upstream()
         self.daemon = Daemon(workdir / "authd", scheme, self.port,
