@@ -7,16 +7,31 @@ cd "$(dirname "$0")/.."
 say() { printf '\n==> %s\n' "$*"; }
 
 # --- system packages (only installed when missing) -------------------------------
-APT_PACKAGES=(python3-venv python3-pip curl)
+# caddy, nginx and chromium are the real proxies and browser of the end-to-end tests.
+APT_PACKAGES=(python3-venv python3-pip curl openssl caddy nginx chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node drives Chromium (playwright-core); any node >= 18 does, Debian's only when there is none.
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   say "installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Debian starts nginx's and caddy's system services on install, both on port 80 (the second one
+  # fails, and its package with it). The tests run their own instances on free ports: keep the
+  # services from starting while installing.
+  policy_rc=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    policy_rc=1
+  fi
+  rc=0
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+  [ -z "$policy_rc" ] || $SUDO rm -f /usr/sbin/policy-rc.d
+  [ "$rc" = 0 ] || exit "$rc"
 fi
 
 # --- Python test dependencies ------------------------------------------------------
@@ -25,6 +40,14 @@ if [ ! -x .venv/bin/pytest ] || ! cmp -s tests/requirements.txt .venv/.requireme
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
   cp tests/requirements.txt .venv/.requirements
+fi
+
+# --- browser driver: playwright-core for Debian's /usr/bin/chromium (never downloads a browser) ---
+if [ ! -d tests/browser/node_modules/playwright-core ] ||
+   ! cmp -s tests/browser/package-lock.json tests/browser/node_modules/.halos-lock; then
+  say "installing the browser driver (npm ci in tests/browser)"
+  (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  cp tests/browser/package-lock.json tests/browser/node_modules/.halos-lock
 fi
 
 # --- Rust: format, lint, unit and integration tests --------------------------------
