@@ -770,7 +770,8 @@ fn html_form_login_with_csrf_and_security_headers() {
             host,
             ct,
             ("Cookie", &csrf_cookie),
-            ("Origin", "https://halos.local"),
+            ("Origin", "null"),
+            ("Sec-Fetch-Site", "same-origin"),
         ],
         &form(&token, PW),
     );
