@@ -178,7 +178,8 @@ fn spawn_session_sweeper(state: &AppState) {
             tick.tick().await;
             let now = st.clock.now();
             let AnyStore::Local(local) = &st.store;
-            let n = local.purge(|s| !crate::http::session::session_alive(&st, s, now));
+            let n =
+                local.purge(|s| !crate::http::session::session_alive(&st.config().session, s, now));
             if n > 0 {
                 tracing::debug!(sessions = n, "expired sessions removed");
             }

@@ -89,3 +89,64 @@ impl Site {
         self.cookie_domains.iter().find(|c| c.domain == d.domain)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hostnames::SystemNames;
+
+    #[test]
+    fn cookie_domains_come_from_hostnames_when_not_configured() {
+        let hostnames = Hostnames::parse(
+            "halos.local\nhalos\n192.168.1.5\nboat.example.com\n",
+            &SystemNames::new("halos", None),
+        );
+        let site = Site::build(&Config::default(), &hostnames).unwrap();
+        let domains: Vec<_> = site
+            .cookie_domains
+            .iter()
+            .map(|c| c.domain.as_str())
+            .collect();
+        assert_eq!(
+            domains,
+            vec!["halos.local", "boat.example.com"],
+            "single-label names and IPs are not cookie domains"
+        );
+        assert_eq!(
+            site.cookie_domains[0].portal.as_str(),
+            "https://halos.local/sso/"
+        );
+        assert!(site.cookie_domains[0].secure);
+        assert_eq!(
+            site.cookie_domain_for("app.halos.local").unwrap().domain,
+            "halos.local"
+        );
+        assert!(site.cookie_domain_for("halos").is_none());
+        assert!(
+            site.redirects
+                .check("https://app.boat.example.com/x")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn configured_cookies_win_and_http_portals_opt_into_http() {
+        let mut config = Config::default();
+        config.session.cookies = vec![crate::config::CookieDomainConfig {
+            domain: "lan.test".into(),
+            authelia_url: url::Url::parse("http://auth.lan.test/sso").unwrap(),
+            default_redirection_url: None,
+            name: Some("lan_session".into()),
+        }];
+        let hostnames = Hostnames::parse("halos.local\n", &SystemNames::new("halos", None));
+        let site = Site::build(&config, &hostnames).unwrap();
+        assert_eq!(site.cookie_domains.len(), 1);
+        let cd = &site.cookie_domains[0];
+        assert_eq!(
+            (cd.cookie_name.as_str(), cd.secure, cd.portal.as_str()),
+            ("lan_session", false, "http://auth.lan.test/sso/")
+        );
+        assert!(site.redirects.check("http://nas.lan.test/").is_some());
+        assert!(site.redirects.check("https://halos.local/").is_none());
+    }
+}

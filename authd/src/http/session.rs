@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use super::AppState;
 use super::request::{cookies, new_session_id, session_key};
 use crate::auth::password_fingerprint;
+use crate::config::SessionConfig;
 use crate::site::CookieDomain;
 use crate::store::{AuthLevel, Session, Store};
 use crate::users::User;
@@ -19,8 +20,7 @@ pub struct SessionUser {
 }
 
 /// Whether `s` is still within its lifetimes at `now`.
-pub fn session_alive(st: &AppState, s: &Session, now: i64) -> bool {
-    let cfg = &st.config().session;
+pub fn session_alive(cfg: &SessionConfig, s: &Session, now: i64) -> bool {
     let lifetime = if s.remember_me {
         cfg.remember_me
     } else {
@@ -57,7 +57,7 @@ pub async fn current_session(
         let valid_user = user
             .as_ref()
             .is_some_and(|u| password_fingerprint(&u.password_text) == session.pw_fingerprint);
-        if !session_alive(st, &session, now) || !valid_user {
+        if !session_alive(&st.config().session, &session, now) || !valid_user {
             let _ = st.store.delete_session(&key).await;
             continue;
         }
@@ -120,4 +120,51 @@ pub fn set_cookie(cd: &CookieDomain, id: &str, max_age: Option<u64>) -> HeaderVa
 
 pub fn clear_cookie(cd: &CookieDomain) -> HeaderValue {
     set_cookie(cd, "", Some(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(remember_me: bool) -> Session {
+        Session {
+            key: [0; 32],
+            username: "a".into(),
+            level: AuthLevel::OneFactor,
+            cookie_domain: "halos.local".into(),
+            created: 1000,
+            last_activity: 1000,
+            remember_me,
+            auth_time: 1000,
+            amr: vec![],
+            pw_fingerprint: 0,
+        }
+    }
+
+    #[test]
+    fn inactivity_expiration_and_remember_me() {
+        let cfg = SessionConfig {
+            inactivity: crate::duration::ConfigDuration::from_secs(300),
+            expiration: crate::duration::ConfigDuration::from_secs(3600),
+            remember_me: crate::duration::ConfigDuration::from_secs(86_400),
+            ..SessionConfig::default()
+        };
+        let s = session(false);
+        assert!(session_alive(&cfg, &s, 1000 + 300));
+        assert!(!session_alive(&cfg, &s, 1000 + 301), "inactive too long");
+        let active = Session {
+            last_activity: 1000 + 3500,
+            ..session(false)
+        };
+        assert!(
+            !session_alive(&cfg, &active, 1000 + 3601),
+            "expired although active"
+        );
+        let r = session(true);
+        assert!(
+            session_alive(&cfg, &r, 1000 + 80_000),
+            "remember-me ignores inactivity"
+        );
+        assert!(!session_alive(&cfg, &r, 1000 + 86_401));
+    }
 }
