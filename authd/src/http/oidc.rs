@@ -830,25 +830,8 @@ pub async fn end_session(
             "The client_id does not match the id_token_hint.",
         );
     }
-    let target = match param(&params, "post_logout_redirect_uri") {
-        None => None,
-        Some(uri) => {
-            let registry = o.registry.load();
-            let ok = client_id
-                .as_deref()
-                .and_then(|c| registry.get(c))
-                .is_some_and(|c| c.post_logout_redirect_uri_registered(uri));
-            if !ok {
-                return error_page(
-                    &st,
-                    StatusCode::BAD_REQUEST,
-                    "The post_logout_redirect_uri is not registered for this client.",
-                );
-            }
-            Some(uri.to_string())
-        }
-    };
-    // End the browser's session on this host.
+    // End the browser's session on this host first: whatever else is wrong with the
+    // request, a user who asked to sign out is signed out (Signal K sends no client_id).
     let mut clear = None;
     if let Some(host) = request_host(&peer, &headers, &st.config().server.trusted_proxies)
         && let Some(cd) = st.site().cookie_domain_for(&host).cloned()
@@ -859,6 +842,21 @@ pub async fn end_session(
         }
         clear = Some(clear_cookie(&cd));
     }
+    let target = match param(&params, "post_logout_redirect_uri") {
+        None => None,
+        Some(uri) => {
+            let registry = o.registry.load();
+            let ok = client_id
+                .as_deref()
+                .and_then(|c| registry.get(c))
+                .is_some_and(|c| c.post_logout_redirect_uri_registered(uri));
+            // Unregistered: signed out all the same, but never sent there (open redirect).
+            if !ok {
+                tracing::info!(target: "audit", event = "logout_redirect_refused", uri = %uri);
+            }
+            ok.then(|| uri.to_string())
+        }
+    };
     let mut r = match target {
         Some(uri) => {
             let mut pairs: Vec<(&str, &str)> = Vec::new();

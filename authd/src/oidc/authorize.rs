@@ -107,6 +107,9 @@ pub enum AuthorizationError {
 /// Appends parameters to a URI's query, keeping any query it has unchanged
 /// (RFC 6749 §3.1.2, conformance CC-06). Registered URIs never have a fragment.
 pub fn append_query(uri: &str, pairs: &[(&str, &str)]) -> String {
+    if pairs.is_empty() {
+        return uri.to_string();
+    }
     let mut ser = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in pairs {
         ser.append_pair(k, v);

@@ -477,7 +477,11 @@ fn bad_requests_public_clients_consent_and_logout() {
         &[("Cookie", &cookie), HOST],
         "",
     );
-    assert_eq!(r.status, 400);
+    // An unregistered target is never followed, but the user is signed out all the same.
+    assert_eq!((r.status, r.header("location")), (200, None));
+    let st = d.req("GET", "/api/state", &[("Cookie", &cookie), HOST], "");
+    assert!(st.body.contains("\"username\":null"), "{}", st.body);
+    let cookie = login(&d);
     let r = d.req(
         "GET",
         &format!(
