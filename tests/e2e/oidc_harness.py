@@ -238,6 +238,10 @@ class Daemon:
         lines += client(Client("consent-app", "consent-secret-" + "c" * 32, "client_secret_basic",
                                ["https://app.halos.test/consent-cb"], ["openid", "profile", "email"]),
                         client_secret=yaml_str("consent-secret-" + "c" * 32), consent_mode="explicit")
+        lines += client(Client("remember-app", "remember-secret-" + "r" * 32, "client_secret_basic",
+                               ["https://app.halos.test/remember-cb"], ["openid", "profile", "email"]),
+                        client_secret=yaml_str("remember-secret-" + "r" * 32), consent_mode="pre-configured",
+                        pre_configured_consent_duration="1h")
         with open(self.config_path, "w") as f:
             f.write("\n".join(lines) + "\n")
 
@@ -394,6 +398,20 @@ def tags(page: str, name: str) -> list[dict]:
     """The attributes of every `<name ...>` tag of an HTML page (enough for our pages)."""
     return [{k: html.unescape(v) for k, v in re.findall(r'([\w-]+)="([^"]*)"', t)}
             for t in re.findall(rf"<{name}\b[^>]*>", page, re.I)]
+
+
+def finish_logout(browser: requests.Session, resp: requests.Response) -> requests.Response:
+    """If `resp` is a sign-out confirmation page (a POST form) and the user is still signed
+    in, confirm as the user would. Either design (sign out at once, or confirm first) is
+    conformant (RP-Initiated Logout §2; security.md C2)."""
+    forms = [f for f in tags(resp.text, "form") if f.get("method", "").lower() == "post"]
+    if forms and is_logged_in(browser):
+        fields = {t["name"]: t.get("value", "") for t in tags(resp.text, "input") if t.get("name")}
+        fields.update({t["name"]: t.get("value", "") for t in tags(resp.text, "button") if t.get("name")})
+        resp = browser.post(urllib.parse.urljoin(ISSUER + "/", forms[0].get("action", "")), data=fields,
+                            allow_redirects=False)
+        assert resp.status_code < 400, resp.status_code
+    return resp
 
 
 def is_logged_in(browser: requests.Session) -> bool:

@@ -9,7 +9,7 @@ import pytest
 
 pytest.register_assert_rewrite("oidc_harness")
 
-from oidc_harness import (CLIENTS, ISSUER, RP, USERS, callback_params, error_page_without_redirect,
+from oidc_harness import (CLIENTS, ISSUER, RP, USERS, callback_params, error_page_without_redirect, finish_logout,
                           is_logged_in, jwt_claims, login, no_redirect, oauth_error, portal_round_trip)
 
 pytest_plugins = ["oidc_harness"]
@@ -213,6 +213,7 @@ def test_oidc_end_session_without_id_token_hint(client_id, rp_for, alice, discov
     r = end_session(alice, discovery)
     no_redirect(r)
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html"), r.status_code
+    finish_logout(alice, r)
     assert_logged_out(alice, rp)
 
 

@@ -92,11 +92,25 @@ def test_oidc_code_replay_is_refused_and_revokes_issued_tokens(client_id, rp_for
     att, code = code_for(rp, alice)
     first = redeem(rp, code, att.verifier)
     assert first.status_code == 200, first.text
+    assert "no-store" in first.headers.get("Cache-Control", ""), first.headers
+    assert first.headers["Content-Type"].startswith("application/json")
     tokens = first.json()
     assert rp.userinfo(tokens["access_token"]).status_code == 200
     oauth_error(redeem(rp, code, att.verifier), 400, "invalid_grant")  # B-28
     assert rp.userinfo(tokens["access_token"]).status_code == 401, "B-29: replay must revoke the access token"
     oauth_error(rp.token_post({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}),
+                400, "invalid_grant")
+
+
+def test_oidc_code_replay_revokes_tokens_refreshed_from_it(rp_for, alice):
+    rp = rp_for("basic-app")
+    att, code = code_for(rp, alice)
+    tokens = redeem(rp, code, att.verifier).json()
+    refreshed = rp.token_post({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}).json()
+    assert rp.userinfo(refreshed["access_token"]).status_code == 200
+    oauth_error(redeem(rp, code, att.verifier), 400, "invalid_grant")
+    assert rp.userinfo(refreshed["access_token"]).status_code == 401
+    oauth_error(rp.token_post({"grant_type": "refresh_token", "refresh_token": refreshed["refresh_token"]}),
                 400, "invalid_grant")
 
 
@@ -208,6 +222,31 @@ def test_oidc_code_lifetime_is_enforced():
 
 
 # --------------------------------------------------------------------------------------
+# O5: refresh tokens are bound to their client and scope
+# --------------------------------------------------------------------------------------
+
+def test_oidc_refresh_token_bound_to_client_and_scope(rp_for, alice):
+    basic, post, spa = rp_for("basic-app"), rp_for("post-app"), rp_for("spa")
+    tokens, _ = basic.login(alice)
+    rt = tokens["refresh_token"]
+    # Another client's refresh token (B-37); no client authentication (F2-18).
+    oauth_error(post.token_post({"grant_type": "refresh_token", "refresh_token": rt}), 400, "invalid_grant")
+    oauth_error(basic.token_post({"grant_type": "refresh_token", "refresh_token": rt}, auth=None), (400, 401),
+                ("invalid_client", "invalid_request"))
+    oauth_error(spa.token_post({"grant_type": "refresh_token", "refresh_token": rt}), 400, "invalid_grant")
+    # Scope may shrink, never grow.
+    spa_tokens, _ = spa.login(alice)
+    oauth_error(spa.token_post({"grant_type": "refresh_token", "refresh_token": spa_tokens["refresh_token"],
+                                "scope": "openid profile email groups"}), 400, "invalid_scope")
+    r = basic.token_post({"grant_type": "refresh_token", "refresh_token": rt, "scope": "openid email"})
+    assert r.status_code == 200, r.text
+    narrowed = r.json()
+    assert set(narrowed["scope"].split()) == {"openid", "email"}, narrowed
+    info = basic.userinfo(narrowed["access_token"]).json()
+    assert "email" in info and "groups" not in info and "name" not in info, info
+
+
+# --------------------------------------------------------------------------------------
 # O1: client_id and redirect_uri validated first; errors are pages, never redirects
 # --------------------------------------------------------------------------------------
 
@@ -288,6 +327,16 @@ def test_oidc_only_the_code_flow_exists(alice, discovery, rp_for):
                 400, "unsupported_grant_type")
     oauth_error(rp.token_post({"grant_type": "client_credentials"}), 400,
                 ("unsupported_grant_type", "unauthorized_client"))
+
+
+def test_oidc_no_cors_at_the_authorization_endpoint(alice, discovery):
+    # a cross-origin script must not read authorization responses.
+    r = alice.get(discovery["authorization_endpoint"], params=valid_params(),
+                  headers={"Origin": "https://evil.example"}, allow_redirects=False)
+    assert "Access-Control-Allow-Origin" not in r.headers, r.headers
+    r = alice.options(discovery["authorization_endpoint"], allow_redirects=False,
+                      headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+    assert "Access-Control-Allow-Origin" not in r.headers, r.headers
 
 
 def test_oidc_prompt_none_without_session_is_login_required(oidc_daemon, discovery):
@@ -376,6 +425,24 @@ def test_oidc_explicit_consent(choice, alice, discovery):
         assert cb["code"] and cb["state"] == "st-7q" and cb["iss"] == ISSUER
     else:
         redirect_error(r, redirect_uri, "access_denied")
+
+
+def test_oidc_pre_configured_consent_is_remembered(oidc_daemon, discovery):
+    redirect_uri = "https://app.halos.test/remember-cb"
+    browser = oidc_daemon.session()
+    login(browser, "bob")
+    params = valid_params(client_id="remember-app", redirect_uri=redirect_uri, scope="openid email")
+    action, fields, buttons = consent_form(authz(browser, discovery, **params))
+    name, value = buttons["consent-approve"]
+    r = browser.post(urllib.parse.urljoin(ISSUER + "/", action), data={**fields, name: value}, allow_redirects=False)
+    assert callback_params(r, redirect_uri)["code"]
+    # Same scopes again: no page. More scopes: asked again.
+    assert callback_params(authz(browser, discovery, **params), redirect_uri)["code"]
+    consent_form(authz(browser, discovery, **{**params, "scope": "openid email profile"}))
+    # Another user has not consented.
+    other = oidc_daemon.session()
+    login(other, "alice")
+    consent_form(authz(other, discovery, **params))
 
 
 # --------------------------------------------------------------------------------------
