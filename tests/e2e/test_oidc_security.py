@@ -7,7 +7,6 @@ import base64
 import concurrent.futures
 import hashlib
 import json
-import re
 import shutil
 import time
 import urllib.parse
