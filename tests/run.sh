@@ -50,6 +50,14 @@ if [ ! -d tests/browser/node_modules/playwright-core ] ||
   cp tests/browser/package-lock.json tests/browser/node_modules/.halos-lock
 fi
 
+# --- Node test dependencies: npm openid-client for the OIDC end-to-end tests -------
+if [ ! -d tests/oidc-node/node_modules/openid-client ] ||
+   ! cmp -s tests/oidc-node/package-lock.json tests/oidc-node/node_modules/.halos-lock; then
+  say "installing the OIDC client test packages (npm ci in tests/oidc-node)"
+  (cd tests/oidc-node && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+  cp tests/oidc-node/package-lock.json tests/oidc-node/node_modules/.halos-lock
+fi
+
 # --- Rust: format, lint, unit and integration tests --------------------------------
 say "cargo fmt --check"
 cargo fmt --all -- --check
