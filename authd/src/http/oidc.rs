@@ -850,9 +850,21 @@ pub async fn end_session(
                 .as_deref()
                 .and_then(|c| registry.get(c))
                 .is_some_and(|c| c.post_logout_redirect_uri_registered(uri));
-            // Unregistered: signed out all the same, but never sent there (open redirect).
+            // Unregistered: never followed (open redirect). A client that named itself
+            // learns why; the user is signed out either way.
             if !ok {
                 tracing::info!(target: "audit", event = "logout_redirect_refused", uri = %uri);
+                if client_id.is_some() {
+                    let mut r = error_page(
+                        &st,
+                        StatusCode::BAD_REQUEST,
+                        "You have been signed out, but the post_logout_redirect_uri is not registered for this client.",
+                    );
+                    if let Some(c) = clear {
+                        r.headers_mut().append(header::SET_COOKIE, c);
+                    }
+                    return r;
+                }
             }
             ok.then(|| uri.to_string())
         }

@@ -478,7 +478,7 @@ fn bad_requests_public_clients_consent_and_logout() {
         "",
     );
     // An unregistered target is never followed, but the user is signed out all the same.
-    assert_eq!((r.status, r.header("location")), (200, None));
+    assert_eq!((r.status, r.header("location")), (400, None));
     let st = d.req("GET", "/api/state", &[("Cookie", &cookie), HOST], "");
     assert!(st.body.contains("\"username\":null"), "{}", st.body);
     let cookie = login(&d);
