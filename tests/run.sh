@@ -64,9 +64,10 @@ cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 say "cargo test"
+# The daemon's integration tests also run halos-authctl (another package's binary): build it first.
+cargo build --workspace --locked
 cargo test --workspace --locked
 
 # --- end-to-end tests against the built binaries ----------------------------------
 say "end-to-end tests"
-cargo build --workspace --locked
 .venv/bin/pytest -q tests/e2e
