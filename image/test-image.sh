@@ -95,6 +95,7 @@ fi
 tar -C "$RFS" -xf "$TARBALL"
 mount -t proc proc "$RFS/proc"
 mount --bind /dev "$RFS/dev"
+mount --bind /dev/pts "$RFS/dev/pts"
 check "the root has no systemd running (like pi-gen's chroot)" test ! -e "$RFS/run/systemd/system"
 
 # --- 2. the pi-gen stage ---------------------------------------------------------------
@@ -166,7 +167,7 @@ EXEC=$(sed -n 's/^ExecStart=//p' "$UNIT_DIR/halos-authd.service")
 echo "ExecStart=$EXEC (AUTHD_SERVER_ADDRESS=tcp://127.0.0.1:$PORT/sso)"
 # shellcheck disable=SC2086
 chroot --userspec=halos-authd:halos-authd "$RFS" /usr/bin/env -i PATH=/usr/bin:/bin \
-  AUTHD_SERVER_ADDRESS="tcp://127.0.0.1:$PORT/sso" AUTHD_LOG=info $EXEC \
+  AUTHD_SERVER_ADDRESS="tcp://127.0.0.1:$PORT/sso" $EXEC \
   >"$WORK/daemon.log" 2>&1 &
 DAEMON_PID=$!
 healthy=""
