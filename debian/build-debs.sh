@@ -11,7 +11,7 @@
 #
 # The source is copied (files tracked by git plus untracked, not ignored ones) to
 # target/deb/src, so nothing is written next to the checkout. The crate cache
-# (target/deb/cargo-home) and the cargo build cache (target/deb/cargo-target) are kept
+# (target/deb/cargo-home) and the cargo build caches (target/deb/cargo-target-ARCH) are kept
 # between runs; delete target/deb to start from nothing. DEB_BUILD_OPTIONS defaults to
 # nocheck (the tests run in tests/run.sh); set it to "" to also run them in the build.
 set -euo pipefail
@@ -89,9 +89,11 @@ if ! (cd "$SRC" && "$CARGO" fetch --locked --offline "${targets[@]}" >/dev/null 
 fi
 
 # --- the packages -------------------------------------------------------------------------
-export HALOS_AUTH_CARGO_TARGET_DIR=$WORK/cargo-target
 mkdir -p "$DIST"
 for arch in $ARCHES; do
+  # One build cache per architecture: the native and the cross build link their host
+  # tools (build scripts, proc macros) differently, so a shared cache is rebuilt each time.
+  export HALOS_AUTH_CARGO_TARGET_DIR=$WORK/cargo-target-$arch
   rm -f "$WORK"/src/*.deb "$WORK"/src/*.changes "$WORK"/src/*.buildinfo
   if [ "$arch" = "$(dpkg --print-architecture)" ]; then
     say "dpkg-buildpackage for $arch (native)"
