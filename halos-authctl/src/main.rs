@@ -16,11 +16,13 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use zeroize::Zeroizing;
 
+mod provision;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "halos-authctl",
     version,
-    about = "Administer halos-authd: users, configuration checks",
+    about = "Administer halos-authd: users, provisioning, migration from Authelia, configuration checks",
     propagate_version = true
 )]
 struct Cli {
@@ -52,6 +54,17 @@ enum Command {
     /// OIDC clients: what the daemon would load, and offline checks for packages.
     #[command(subcommand)]
     Clients(ClientsCommand),
+    /// First-boot provisioning: keys directory, secrets, and a first admin when the users
+    /// database has no users. Idempotent: only adds what is missing, never changes users.
+    ///
+    /// The first users are, in order of preference: HaLOS's Authelia users (every password
+    /// hash kept), the `[credentials]` admin_username/admin_password of the Homarr branding
+    /// file, or `admin` with the default password `halos`, in group `admins`. Files it
+    /// creates get the owner of the directory they are created in.
+    Provision(ProvisionArgs),
+    /// Import an Authelia users file (HaLOS's by default), keeping every password hash,
+    /// comment and unknown key. Refuses to replace a users file that has users, unless --force.
+    MigrateFromAuthelia(MigrateArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -64,6 +77,30 @@ enum ClientsCommand {
     },
     /// Validate snippet files (default: the whole snippet directory). Exit 1 on any problem.
     Check { files: Vec<PathBuf> },
+}
+
+#[derive(Args, Debug)]
+struct ProvisionArgs {
+    /// Branding file whose [credentials] name the first admin (used only if it exists).
+    #[arg(long, value_name = "PATH", default_value = provision::BRANDING_FILE)]
+    branding: PathBuf,
+    /// Authelia users file imported when the users database has no users (if it exists).
+    #[arg(long, value_name = "PATH", default_value = provision::AUTHELIA_USERS_FILE)]
+    authelia_users: PathBuf,
+    /// Do not import Authelia users; create the first admin instead.
+    #[arg(long)]
+    no_import: bool,
+}
+
+#[derive(Args, Debug)]
+struct MigrateArgs {
+    /// The Authelia users file to import.
+    #[arg(long, value_name = "PATH", default_value = provision::AUTHELIA_USERS_FILE)]
+    from: PathBuf,
+    /// Replace a users file that already has users (the old one is kept as
+    /// <file>.before-migration).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -319,6 +356,27 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let file = UsersFile::new(&config.authentication_backend.file.path);
     let argon2 = &config.authentication_backend.file.password.argon2;
     match cli.command {
+        Command::Provision(args) => {
+            let opts = provision::ProvisionOptions {
+                branding_file: args.branding,
+                authelia_users: (!args.no_import).then_some(args.authelia_users),
+            };
+            let done = provision::provision(&config, &opts)?;
+            if done.is_empty() {
+                println!("provision: nothing to do");
+            }
+            for line in done {
+                println!("provision: {line}");
+            }
+        }
+        Command::MigrateFromAuthelia(args) => {
+            let n = provision::migrate(&config, &args.from, args.force)?;
+            println!(
+                "imported {n} users from {} into {} (every password hash kept)",
+                args.from.display(),
+                config.authentication_backend.file.path.display()
+            );
+        }
         Command::Check => {
             let db = file.load()?;
             println!(
