@@ -79,6 +79,12 @@ fn adopt_owner(path: &Path, dir: &Path) -> anyhow::Result<()> {
     }
 }
 
+fn list_dir(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
 fn parent_of(path: &Path) -> PathBuf {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -502,6 +508,15 @@ pub fn provision(config: &Config, opts: &ProvisionOptions) -> anyhow::Result<Vec
     ensure_dir(&keys, 0o700, &mut report)?;
     for (name, _) in SECRETS {
         ensure_secret(&keys, name, &mut report)?;
+    }
+    // OIDC signing keys (RS256 + ES256), so a freshly flashed device has its own before the
+    // daemon first starts; the files take the keys directory's owner like the rest.
+    let before: Vec<PathBuf> = list_dir(&keys);
+    authd::oidc::SigningKeys::load_or_generate(&keys)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", keys.display()))?;
+    for path in list_dir(&keys).into_iter().filter(|p| !before.contains(p)) {
+        adopt_owner(&path, &keys)?;
+        report.push(format!("created signing key {}", path.display()));
     }
 
     // 2. Users, only when there are none.

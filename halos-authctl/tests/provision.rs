@@ -145,6 +145,26 @@ fn provision_creates_keys_secrets_and_default_admin_and_is_idempotent() {
         fs::read(env.keys().join("hmac.key")).unwrap(),
         fs::read(env.keys().join("storage.key")).unwrap()
     );
+    // OIDC signing keys (RS256 and ES256) exist, 0600, and load as the daemon would load them.
+    assert!(first.contains("created signing key"), "{first}");
+    let keys = authd::oidc::SigningKeys::load(&env.keys()).unwrap();
+    let jwks = keys.jwks_json();
+    let algs: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["alg"].as_str().unwrap())
+        .collect();
+    assert!(
+        algs.contains(&"RS256") && algs.contains(&"ES256"),
+        "{algs:?}"
+    );
+    for entry in fs::read_dir(env.keys()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "der") {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+    }
 
     assert_eq!(mode(&env.users()), 0o600);
     let db = env.db();
