@@ -84,6 +84,7 @@ pub mod paths {
 pub fn router(state: AppState) -> Router {
     let prefix = state.config().path_prefix().to_string();
     let max_body = state.config().server.max_body_bytes;
+    let state_timeout = state.config().server.request_timeout.0;
     let api = Router::new()
         .route(paths::HEALTH, get(health).head(health))
         .route(
@@ -135,7 +136,14 @@ pub fn router(state: AppState) -> Router {
             .nest(&prefix, api)
             .with_state(state)
     };
+    let timeout = state_timeout;
     app.layer(RequestBodyLimitLayer::new(max_body))
+        // A whole request (body included) must finish in time: slow clients cannot hold
+        // connections and tasks forever.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

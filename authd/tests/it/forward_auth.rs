@@ -846,3 +846,32 @@ fn login_flood_is_bounded_with_503_and_retry_after() {
         assert_eq!(r.header("retry-after"), Some("2"));
     }
 }
+
+/// A client that sends its body too slowly is cut off with 408 instead of holding a task.
+#[test]
+fn slow_clients_time_out() {
+    use std::io::{Read, Write};
+    let d = Daemon::start_with_server(&users_yaml(), SITE, "  request_timeout: 1s\n");
+    let mut s = std::net::TcpStream::connect(d.addr).unwrap();
+    s.write_all(b"POST /sso/api/firstfactor HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user").unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(3));
+    // A body over the limit is refused outright.
+    let big = "x".repeat(70 * 1024);
+    let r = d.req(
+        "POST",
+        "/api/firstfactor",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Forwarded-Host", "halos.local"),
+        ],
+        &big,
+    );
+    assert_eq!(r.status, 413);
+}
