@@ -9,5 +9,6 @@ mod forward_auth;
 mod hashes;
 mod oidc_flow;
 mod snippets;
+mod systemd;
 mod users_cli;
 mod users_reload;
