@@ -101,6 +101,7 @@ pub fn build_state(config: Config, clock: SharedClock) -> anyhow::Result<AppStat
         templates: Arc::new(crate::http::portal::templates()),
         oidc: Arc::new(oidc),
         clients_status: Arc::default(),
+        metrics: Arc::default(),
     })
 }
 
@@ -220,6 +221,29 @@ pub async fn run(config: Config, source: Option<ConfigSource>) -> anyhow::Result
         None
     };
     let (listener, bound) = bind(&state.config().server.address.listen).await?;
+    // Metrics on their own listener when telemetry.metrics.address is set.
+    let metrics_cfg = state.config().telemetry.metrics.clone();
+    if let (true, Some(addr)) = (metrics_cfg.enabled, &metrics_cfg.address) {
+        let (l, b) = bind(&addr.listen).await?;
+        let app = crate::http::metrics_router(state.clone(), &addr.path_prefix);
+        eprintln!(
+            "halos-authd metrics: listening on {b}{}",
+            if addr.path_prefix.is_empty() {
+                "/metrics"
+            } else {
+                &addr.path_prefix
+            }
+        );
+        tokio::spawn(async move {
+            let served = match l {
+                Bound::Tcp(l) => axum::serve(l, app.into_make_service()).await,
+                Bound::Unix(l) => axum::serve(l, app.into_make_service()).await,
+            };
+            if let Err(e) = served {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
     let prefix = state.config().path_prefix().to_string();
     let app = router(state.clone());
 

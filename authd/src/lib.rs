@@ -12,6 +12,7 @@ pub mod demo;
 pub mod duration;
 pub mod hostnames;
 pub mod http;
+pub mod metrics;
 pub mod oidc;
 pub mod reload;
 pub mod secret;

@@ -97,7 +97,7 @@ pub fn reload_clients(st: &AppState) -> Vec<PathBuf> {
 /// Re-reads authd.yml (strictly). A bad file keeps the running configuration.
 pub fn reload_config(st: &AppState, path: &Path, optional: bool) -> Result<(), ConfigErrors> {
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let new = Config::load(path, optional, &env)?;
+    let new = Config::load(path, optional, &env).inspect_err(|_| st.metrics.reload(false))?;
     let old = st.config();
     if new.server.address != old.server.address || new.storage.local.path != old.storage.local.path
     {
@@ -117,6 +117,7 @@ pub fn reload_config(st: &AppState, path: &Path, optional: bool) -> Result<(), C
     }
     st.config.store(Arc::new(new));
     reload_clients(st);
+    st.metrics.reload(true);
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use super::session::{SessionUser, current_session};
 use crate::auth::{Attempt, LoginError, first_factor};
 use crate::authz::access::{AccessRequest, Subject};
 use crate::config::{IdentityHeaders, Policy};
+use crate::metrics::Decision;
 use crate::site::CookieDomain;
 use crate::store::AuthLevel;
 use crate::users::User;
@@ -249,14 +250,46 @@ async fn basic_user(
         client_ip: ip,
         now,
     };
-    match first_factor(&st.authenticator(), attempt).await {
-        Ok(u) => Some(Ok(u)),
-        Err(LoginError::Busy) => Some(Err(super::error::WebError::Busy.into_response())),
-        Err(_) => Some(Err(basic_challenge())),
+    let result = first_factor(&st.authenticator(), attempt).await;
+    match result {
+        Ok(u) => {
+            st.metrics.login(true);
+            Some(Ok(u))
+        }
+        Err(LoginError::Busy) => {
+            st.metrics.login_busy();
+            Some(Err(super::error::WebError::Busy.into_response()))
+        }
+        Err(_) => {
+            st.metrics.login(false);
+            Some(Err(basic_challenge()))
+        }
     }
 }
 
 pub async fn handle(
+    flavor: Flavor,
+    st: AppState,
+    peer: SocketAddr,
+    method: Method,
+    headers: HeaderMap,
+    q: AuthzQuery,
+) -> Response {
+    let start = std::time::Instant::now();
+    let metrics = std::sync::Arc::clone(&st.metrics);
+    let resp = decide(flavor, st, peer, method, headers, q).await;
+    let decision = match resp.status() {
+        StatusCode::OK => Decision::Allowed,
+        StatusCode::FOUND | StatusCode::SEE_OTHER => Decision::Redirect,
+        StatusCode::FORBIDDEN => Decision::Forbidden,
+        StatusCode::BAD_REQUEST => Decision::BadRequest,
+        _ => Decision::Unauthorized,
+    };
+    metrics.decision(decision, start.elapsed());
+    resp
+}
+
+async fn decide(
     flavor: Flavor,
     st: AppState,
     peer: SocketAddr,

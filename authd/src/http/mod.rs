@@ -44,6 +44,7 @@ pub struct AppState {
     pub templates: Arc<minijinja::Environment<'static>>,
     pub oidc: Arc<oidc::Oidc>,
     pub clients_status: Arc<std::sync::Mutex<crate::reload::ClientsStatus>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -127,6 +128,15 @@ pub fn router(state: AppState) -> Router {
             crate::oidc::paths::END_SESSION,
             get(oidc::end_session).post(oidc::end_session),
         );
+    let metrics_here = {
+        let m = &state.config().telemetry.metrics;
+        m.enabled && m.address.is_none()
+    };
+    let api = if metrics_here {
+        api.route("/metrics", get(metrics))
+    } else {
+        api
+    };
     let app = if prefix.is_empty() {
         api.with_state(state)
     } else {
@@ -148,6 +158,25 @@ pub fn router(state: AppState) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let AnyStore::Local(local) = &st.store;
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        st.metrics.render(local.session_count()),
+    )
+        .into_response()
+}
+
+/// The separate metrics listener's router (`telemetry.metrics.address`).
+pub fn metrics_router(state: AppState, path: &str) -> Router {
+    let path = if path.is_empty() { "/metrics" } else { path };
+    Router::new().route(path, get(metrics)).with_state(state)
 }
 
 /// Unix-socket peers are local processes (the proxy): give them a loopback address so

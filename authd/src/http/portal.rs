@@ -393,7 +393,13 @@ async fn do_login(
         client_ip: ip,
         now: st.clock.now(),
     };
-    let user = first_factor(&st.authenticator(), attempt).await?;
+    let result = first_factor(&st.authenticator(), attempt).await;
+    match &result {
+        Ok(_) => st.metrics.login(true),
+        Err(LoginError::Busy) => st.metrics.login_busy(),
+        Err(_) => st.metrics.login(false),
+    }
+    let user = result?;
     let previous = current_session(st, headers, cd).await.map(|s| s.session);
     let cookie = start_session(
         st,

@@ -875,3 +875,36 @@ fn slow_clients_time_out() {
     );
     assert_eq!(r.status, 413);
 }
+
+#[test]
+fn metrics_count_decisions_and_logins() {
+    let d = daemon();
+    assert_eq!(d.get("/metrics").status, 404, "off by default");
+    let d = Daemon::start(
+        &users_yaml(),
+        &format!("{SITE}telemetry:\n  metrics:\n    enabled: true\n"),
+    );
+    let _ = fa(&d, "GET", "https://app.halos.local/", &[BROWSER]);
+    let _ = fa(&d, "GET", "https://deny.halos.local/", &[BROWSER]);
+    let _ = login(&d, "ann", "wrong");
+    let cookie = session_cookie(&d, "ann");
+    let _ = fa(
+        &d,
+        "GET",
+        "https://app.halos.local/",
+        &[("Cookie", &cookie)],
+    );
+    let m = d.get("/metrics");
+    assert_eq!(m.status, 200);
+    for line in [
+        "halos_authd_authz_decisions_total{result=\"redirect\"} 1",
+        "halos_authd_authz_decisions_total{result=\"forbidden\"} 1",
+        "halos_authd_authz_decisions_total{result=\"allowed\"} 1",
+        "halos_authd_authz_duration_seconds_count 3",
+        "halos_authd_logins_total{factor=\"password\",result=\"failure\"} 1",
+        "halos_authd_logins_total{factor=\"password\",result=\"success\"} 1",
+        "halos_authd_sessions 1",
+    ] {
+        assert!(m.body.contains(line), "missing {line}:\n{}", m.body);
+    }
+}
