@@ -67,6 +67,15 @@ fn parse_pairs(raw: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(raw).into_owned().collect()
 }
 
+/// Form body for POST, query string otherwise.
+fn request_params(method: &Method, query: Option<&str>, body: &[u8]) -> Vec<(String, String)> {
+    if method == Method::POST {
+        parse_pairs(body)
+    } else {
+        parse_pairs(query.unwrap_or_default().as_bytes())
+    }
+}
+
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
@@ -80,26 +89,7 @@ fn error_page(st: &AppState, status: StatusCode, message: &str) -> Response {
 }
 
 fn page(st: &AppState, status: StatusCode, kind: &str, message: &str) -> Response {
-    let html = st.templates.get_template("message.html").and_then(|t| {
-        t.render(minijinja::context! {
-            site_name => "HaLOS", prefix => st.config().path_prefix(), title => "Sign in",
-            kind => kind, message => message, link => None::<String>, link_text => "",
-        })
-    });
-    let mut r = match html {
-        Ok(h) => (
-            status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            )],
-            h,
-        )
-            .into_response(),
-        Err(e) => WebError::Internal(e.to_string()).into_response(),
-    };
-    page_headers(&mut r);
-    r
+    super::portal::message(st, status, kind, message, None)
 }
 
 fn oidc(st: &AppState) -> &Oidc {
@@ -152,11 +142,7 @@ pub async fn authorization(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    let params = if method == Method::POST {
-        parse_pairs(&body)
-    } else {
-        parse_pairs(query.unwrap_or_default().as_bytes())
-    };
+    let params = request_params(&method, query.as_deref(), &body);
     let o = oidc(&st);
     let registry = o.registry.load();
     let req = match AuthorizationRequest::parse(&params, &registry) {
@@ -799,11 +785,7 @@ pub async fn end_session(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    let params = if method == Method::POST {
-        parse_pairs(&body)
-    } else {
-        parse_pairs(query.unwrap_or_default().as_bytes())
-    };
+    let params = request_params(&method, query.as_deref(), &body);
     let o = oidc(&st);
     let hint = match param(&params, "id_token_hint") {
         None => None,

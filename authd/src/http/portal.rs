@@ -81,7 +81,19 @@ fn render(st: &AppState, name: &str, status: StatusCode, ctx: minijinja::Value) 
     r
 }
 
-fn message(
+/// The page for a request whose host no cookie domain covers.
+fn unknown_host(st: &AppState) -> Response {
+    message(
+        st,
+        StatusCode::BAD_REQUEST,
+        "error",
+        "This address is not configured for sign-in.",
+        None,
+    )
+}
+
+/// A page with one message (`kind`: `error` gets `role="alert"`).
+pub fn message(
     st: &AppState,
     status: StatusCode,
     kind: &str,
@@ -218,13 +230,7 @@ pub async fn portal(
     Query(q): Query<PortalQuery>,
 ) -> Response {
     let Some(cd) = cookie_domain(&st, &peer, &headers) else {
-        return message(
-            &st,
-            StatusCode::BAD_REQUEST,
-            "error",
-            "This address is not configured for sign-in.",
-            None,
-        );
+        return unknown_host(&st);
     };
     let rd = q.rd.as_deref().unwrap_or("");
     let rm = q.rm.as_deref().unwrap_or("GET");
@@ -296,13 +302,7 @@ pub async fn login_form(
     Form(f): Form<LoginForm>,
 ) -> Response {
     let Some(cd) = cookie_domain(&st, &peer, &headers) else {
-        return message(
-            &st,
-            StatusCode::BAD_REQUEST,
-            "error",
-            "This address is not configured for sign-in.",
-            None,
-        );
+        return unknown_host(&st);
     };
     let csrf_ok =
         csrf_token(&headers).is_some_and(|t| bool::from(t.as_bytes().ct_eq(f.csrf.as_bytes())));
@@ -553,13 +553,7 @@ pub async fn logout(
     Query(q): Query<PortalQuery>,
 ) -> Response {
     let Some(cd) = cookie_domain(&st, &peer, &headers) else {
-        return message(
-            &st,
-            StatusCode::BAD_REQUEST,
-            "error",
-            "This address is not configured for sign-in.",
-            None,
-        );
+        return unknown_host(&st);
     };
     end_session(&st, &headers, &cd).await;
     let next =
