@@ -35,6 +35,14 @@ pub fn prepare(dir: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<(
     config.identity_providers.oidc.clients_dir = path.join("oidc-clients.d");
     config.hostnames_file.0 = path.join("hostnames.conf");
     std::fs::create_dir_all(&config.identity_providers.oidc.clients_dir)?;
+    // A cookie domain a browser on this machine can use: *.localhost resolves to loopback.
+    // The portal is plain http (the explicit LAN opt-in), as the demo has no TLS.
+    config.session.cookies = vec![crate::config::CookieDomainConfig {
+        domain: "halos.localhost".into(),
+        authelia_url: url::Url::parse("http://auth.halos.localhost:9091/sso")?,
+        default_redirection_url: None,
+        name: None,
+    }];
     // AUTHD_* overrides apply to the demo too (e.g. another port).
     let errors = config.apply_env(env);
     if !errors.is_empty() {
@@ -76,6 +84,9 @@ pub fn prepare(dir: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<(
             "health:    curl http://{a}{}/api/health",
             config.server.address.path_prefix
         );
+        if a.port() == 9091 {
+            println!("sign in:   http://auth.halos.localhost:9091/sso/");
+        }
     }
     Ok((config, guard))
 }

@@ -47,6 +47,18 @@ fn demo_mode_prints_credentials_and_serves() {
             .digest
             .verify(pw.as_bytes(), &mut Vec::new())
     );
+    // The printed credentials sign in on the demo's cookie domain (halos.localhost).
+    let r = d.req(
+        "POST",
+        "/api/firstfactor",
+        &[
+            ("X-Forwarded-Host", "auth.halos.localhost"),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::json!({"username": "demo", "password": pw}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.cookie("halos_session").is_some());
 }
 
 #[test]
