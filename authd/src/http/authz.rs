@@ -389,32 +389,34 @@ async fn decide(
     resp
 }
 
-pub async fn forward_auth(
-    State(st): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-    Query(q): Query<AuthzQuery>,
-) -> Response {
-    handle(Flavor::ForwardAuth, st, peer, method, headers, q).await
+/// One axum handler per flavour; they differ only in which headers they read.
+macro_rules! authz_handler {
+    ($(#[$doc:meta])* $name:ident, $flavor:expr) => {
+        $(#[$doc])*
+        pub async fn $name(
+            State(st): State<AppState>,
+            ConnectInfo(peer): ConnectInfo<SocketAddr>,
+            method: Method,
+            headers: HeaderMap,
+            Query(q): Query<AuthzQuery>,
+        ) -> Response {
+            handle($flavor, st, peer, method, headers, q).await
+        }
+    };
 }
 
-pub async fn auth_request(
-    State(st): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-    Query(q): Query<AuthzQuery>,
-) -> Response {
-    handle(Flavor::AuthRequest, st, peer, method, headers, q).await
-}
-
-pub async fn legacy_verify(
-    State(st): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-    Query(q): Query<AuthzQuery>,
-) -> Response {
-    handle(Flavor::Legacy, st, peer, method, headers, q).await
-}
+authz_handler!(
+    /// `GET|HEAD /api/authz/forward-auth` (Traefik, Caddy).
+    forward_auth,
+    Flavor::ForwardAuth
+);
+authz_handler!(
+    /// `GET|HEAD /api/authz/auth-request` (nginx).
+    auth_request,
+    Flavor::AuthRequest
+);
+authz_handler!(
+    /// `ANY /api/verify` (Authelia's legacy endpoint).
+    legacy_verify,
+    Flavor::Legacy
+);
