@@ -467,6 +467,16 @@ impl Store for LocalStore {
     }
 
     async fn touch_api_token(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        // Most requests land in the same second as the previous use: a read lock decides.
+        let stale = self
+            .api_tokens
+            .read()
+            .map_err(|_| StoreError::Unavailable)?
+            .get(id)
+            .is_some_and(|t| t.last_used.is_none_or(|u| now > u));
+        if !stale {
+            return Ok(());
+        }
         let updated = {
             let mut m = self
                 .api_tokens
@@ -1085,6 +1095,87 @@ mod tests {
         assert_eq!(a.len(), 32);
         let s = LocalStore::open(&p).unwrap();
         assert_eq!(s.subject("ann").await.unwrap(), a);
+    }
+
+    fn api_token(id: &str, user: &str) -> ApiToken {
+        ApiToken {
+            id: id.into(),
+            username: user.into(),
+            name: String::new(),
+            secret_hash: [7; 32],
+            host: None,
+            path: None,
+            created: 1,
+            expires: None,
+            last_used: None,
+        }
+    }
+
+    /// Waits (bounded) for the database thread's idle hook to apply another process's change.
+    async fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let start = std::time::Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "timed out: {what}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn changes_by_another_process_reach_the_followers_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let daemon = Arc::new(LocalStore::open(&path).unwrap());
+        daemon.follow_other_processes();
+        daemon.save_session(session(1, "a")).await.unwrap();
+        daemon.save_session(session(2, "b")).await.unwrap();
+        daemon.save_api_token(api_token("mine", "b")).await.unwrap();
+        daemon.db.call(|_| Ok(())).await.unwrap();
+
+        let cli = LocalStore::open(&path).unwrap();
+        cli.save_api_token(api_token("t1", "a")).await.unwrap();
+        assert_eq!(cli.delete_user_sessions("a").await.unwrap(), 1);
+        let has_token = |id: &str| daemon.api_tokens.read().unwrap().contains_key(id);
+        eventually("token created elsewhere", || has_token("t1")).await;
+        eventually("sessions revoked elsewhere", || {
+            daemon.sessions.read().unwrap().get(&[1; 32]).is_none()
+        })
+        .await;
+        assert!(daemon.sessions.read().unwrap().contains_key(&[2; 32]));
+        assert!(has_token("mine"));
+
+        // The follower's own lazily recorded use survives a reload.
+        daemon.touch_api_token("mine", 500).await.unwrap();
+        assert!(cli.delete_api_token("t1").await.unwrap());
+        eventually("token revoked elsewhere", || !has_token("t1")).await;
+        assert_eq!(
+            daemon.api_token("mine").await.unwrap().unwrap().last_used,
+            Some(500)
+        );
+        assert_eq!(cli.delete_user_api_tokens("b").await.unwrap(), 1);
+        eventually("user's tokens revoked elsewhere", || !has_token("mine")).await;
+    }
+
+    #[tokio::test]
+    async fn login_codes_are_taken_once() {
+        let s = LocalStore::with_db(Db::memory().unwrap()).unwrap();
+        let code = LoginCode {
+            username: "a".into(),
+            created: 10,
+            expires: 20,
+        };
+        s.save_login_code([1; 32], code.clone()).await.unwrap();
+        s.save_login_code([2; 32], code.clone()).await.unwrap();
+        assert_eq!(s.take_login_code([1; 32], 15).await.unwrap(), Some(code));
+        assert_eq!(s.take_login_code([1; 32], 15).await.unwrap(), None);
+        assert_eq!(
+            s.take_login_code([2; 32], 20).await.unwrap(),
+            None,
+            "expired"
+        );
+        assert_eq!(s.take_login_code([2; 32], 15).await.unwrap(), None, "gone");
     }
 
     #[test]
