@@ -106,3 +106,30 @@ def test_token_is_refused_after_it_expires(stack):
     before = len(st.upstream.requests)
     assert_refused(st, get(st, APP, "/", token))
     assert len(st.upstream.requests) == before
+
+
+@pytest.mark.parametrize("stack", PROXIES, indirect=True)
+def test_one_time_login_code_signs_in_once_through_the_proxy(stack):
+    """`halos-authctl user login-code` → the portal's /login-code form through the proxy → a
+    session the proxy's forward auth accepts for the app; the code works only once."""
+    st = stack
+    code = ctl(st, "user", "login-code", "alice").stdout.strip()
+    c = st.client()
+    page = c.browser_get(st.url(DOMAIN, "/sso/login-code"))
+    assert page.status == 200 and 'name="code"' in page.text, f"{page.status} {page.text}"
+    csrf = c.cookie("halos_csrf").value
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html"}
+    r = c.request("POST", st.url(DOMAIN, "/sso/login-code"), headers=form,
+                  body=f"code={code}&csrf={csrf}")
+    assert r.status == 303, f"{r.status} {r.text}\n{st.logs()}"
+    assert r.header("Location") == st.portal + "/settings"
+    r = c.browser_get(st.url(APP, "/deck"))
+    assert r.status == 200, f"{r.status} {r.text}\n{st.logs()}"
+    assert header_values(upstream_headers(r.body), "Remote-User") == ["alice"]
+
+    again = st.client()
+    again.browser_get(st.url(DOMAIN, "/sso/login-code"))
+    r = again.request("POST", st.url(DOMAIN, "/sso/login-code"), headers=form,
+                      body=f"code={code}&csrf={again.cookie('halos_csrf').value}")
+    assert r.status == 401 and 'role="alert"' in r.text, f"{r.status} {r.text}"
+    assert again.browser_get(st.url(APP, "/deck")).status == 302, "a used code made a session"
