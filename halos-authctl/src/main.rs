@@ -487,8 +487,9 @@ fn utc(t: i64) -> String {
     )
 }
 
-fn token_json(t: &authd::store::ApiToken) -> serde_json::Value {
+fn token_json(t: &authd::store::ApiToken, now: i64) -> serde_json::Value {
     json!({
+        "expired": t.expired(now),
         "id": t.id,
         "user": t.username,
         "name": t.name,
@@ -542,13 +543,14 @@ fn tokens(config: &Config, file: &UsersFile, cmd: TokenCommand) -> Result<(), Fa
                 .filter(|t| user.as_deref().is_none_or(|u| t.username == u))
                 .collect();
             if json {
-                let v: Vec<_> = list.iter().map(|t| token_json(t)).collect();
+                let v: Vec<_> = list.iter().map(|t| token_json(t, now())).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 let opt = |t: Option<i64>, none: &str| t.map_or(none.to_string(), utc);
+                let now = now();
                 for t in list {
                     println!(
-                        "{}\t{}\t{}\thost={}\tpath={}\tcreated={}\texpires={}\tlast_used={}",
+                        "{}\t{}\t{}\thost={}\tpath={}\tcreated={}\texpires={}{}\tlast_used={}",
                         t.id,
                         t.username,
                         t.name,
@@ -556,6 +558,7 @@ fn tokens(config: &Config, file: &UsersFile, cmd: TokenCommand) -> Result<(), Fa
                         t.path.as_deref().unwrap_or("*"),
                         utc(t.created),
                         opt(t.expires, "never"),
+                        if t.expired(now) { " (expired)" } else { "" },
                         opt(t.last_used, "never"),
                     );
                 }

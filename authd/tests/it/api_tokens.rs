@@ -223,6 +223,7 @@ fn tokens_created_listed_used_and_revoked_while_the_daemon_runs() {
     });
     let l = list_json(&d, &["--user", "ann"]);
     assert_eq!(l[0]["id"], id.as_str());
+    assert_eq!(l[0]["expired"], false);
     assert_eq!(l[0]["user"], "ann");
     assert!(!serde_json::to_string(&l).unwrap().contains(&secret));
     assert!(list_json(&d, &["--user", "boss"]).is_empty());
@@ -273,6 +274,7 @@ fn token_scope_and_expiry() {
         with_token(&d, inside, &token).status == 401
     });
     assert_refused(&with_token(&d, inside, &token));
+    assert_eq!(list_json(&d, &[])[0]["expired"], true);
 
     for bad in [
         vec!["--expires", "0s"],
