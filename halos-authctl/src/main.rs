@@ -572,6 +572,26 @@ fn tokens(config: &Config, file: &UsersFile, cmd: TokenCommand) -> Result<(), Fa
     Ok(())
 }
 
+/// A disabled or deleted user's API tokens and login codes go at once, even with the
+/// daemon stopped (a running daemon also revokes them when it sees the users file change).
+/// The user change is already done: a failure here is a warning.
+fn revoke_credentials(config: &Config, user: &str) {
+    use authd::store::Store;
+    if !config.storage.local.path.exists() {
+        return;
+    }
+    let revoked = State::open(config).and_then(|st| {
+        let tokens = st.block_on(st.store.delete_user_api_tokens(user))?;
+        let codes = st.block_on(st.store.delete_user_login_codes(user))?;
+        Ok(tokens + codes)
+    });
+    match revoked {
+        Ok(0) => {}
+        Ok(n) => eprintln!("{n} API token(s) and login code(s) of {user} revoked"),
+        Err(e) => eprintln!("halos-authctl: warning: API tokens of {user} not revoked yet: {e:#}"),
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     let config = load_config(&cli)?;
     let file = UsersFile::new(&config.authentication_backend.file.path);
@@ -706,9 +726,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     },
                     password_digest: None,
                 };
-                let change = UserChange::Update(name, patch);
+                let disabling = patch.disabled == Some(true);
+                let change = UserChange::Update(name.clone(), patch);
                 file.apply(&change, keep_an_admin(&change))?;
                 eprintln!("user updated");
+                if disabling {
+                    revoke_credentials(&config, &name);
+                }
             }
             UserCommand::Passwd { name, password } => {
                 if file.load()?.get(&name).is_none() {
@@ -743,9 +767,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 );
             }
             UserCommand::Del { name } => {
-                let change = UserChange::Delete(name);
+                let change = UserChange::Delete(name.clone());
                 file.apply(&change, keep_an_admin(&change))?;
                 eprintln!("user deleted");
+                revoke_credentials(&config, &name);
             }
         },
     }
