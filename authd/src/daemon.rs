@@ -155,12 +155,22 @@ fn spawn_user_change_revoker(state: &AppState) {
         while rx.changed().await.is_ok() {
             let after = st.users.snapshot();
             for old in before.iter() {
-                let gone = match after.get(&old.name) {
-                    None => true,
-                    Some(new) => new.disabled || new.password_text != old.password_text,
+                // `Some(fingerprint)`: a new password (sessions bound to it stay, e.g. the
+                // one that changed it from the portal); `None`: deleted or disabled.
+                let (gone, keep) = match after.get(&old.name) {
+                    None => (true, None),
+                    Some(new) if new.disabled => (true, None),
+                    Some(new) => (
+                        new.password_text != old.password_text,
+                        Some(crate::auth::password_fingerprint(&new.password_text)),
+                    ),
                 };
                 if gone && !old.disabled {
-                    let sessions = st.store.delete_user_sessions(&old.name).await.unwrap_or(0);
+                    let sessions = match keep {
+                        Some(fp) => st.store.delete_stale_sessions(&old.name, fp).await,
+                        None => st.store.delete_user_sessions(&old.name).await,
+                    }
+                    .unwrap_or(0);
                     let tokens = st.store.revoke_user_tokens(&old.name).await.unwrap_or(0);
                     tracing::info!(target: "audit", event = "user_change", user = %old.name, sessions, tokens, "password changed, disabled or deleted: sessions and tokens ended");
                 }

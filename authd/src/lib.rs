@@ -15,6 +15,7 @@ pub mod http;
 pub mod metrics;
 pub mod oidc;
 pub mod reload;
+pub mod second_factor;
 pub mod secret;
 pub mod site;
 pub mod store;
