@@ -172,12 +172,25 @@ fn spawn_user_change_revoker(state: &AppState) {
                     }
                     .unwrap_or(0);
                     let tokens = st.store.revoke_user_tokens(&old.name).await.unwrap_or(0);
+                    if after.get(&old.name).is_none() {
+                        // A user made again under the same name must not inherit these.
+                        forget_second_factors(&st, &old.name).await;
+                    }
                     tracing::info!(target: "audit", event = "user_change", user = %old.name, sessions, tokens, "password changed, disabled or deleted: sessions and tokens ended");
                 }
             }
             before = after;
         }
     });
+}
+
+/// Removes a deleted user's TOTP registration and passkeys.
+async fn forget_second_factors(st: &AppState, username: &str) {
+    let _ = st.store.delete_totp(username).await;
+    for p in st.store.passkeys(username).await.unwrap_or_default() {
+        let _ = st.store.delete_passkey(username, &p.credential_id).await;
+    }
+    tracing::info!(target: "audit", event = "user_change", user = %username, "deleted user: second factors removed");
 }
 
 /// Ends expired sessions every few minutes (the hot path already ignores them).

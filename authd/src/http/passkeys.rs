@@ -81,7 +81,12 @@ fn ceremony_key(kind: &str, id: &str) -> String {
 }
 
 /// Starts a ceremony: keeps `state` server-side under a fresh cookie id.
-async fn put_state(st: &AppState, kind: &str, state: &Value) -> Result<HeaderValue, WebError> {
+async fn put_state(
+    st: &AppState,
+    kind: &str,
+    state: &Value,
+    secure: bool,
+) -> Result<HeaderValue, WebError> {
     let id = super::request::new_session_id();
     let ttl = st.config().webauthn.timeout.as_secs() as i64 + 30;
     st.store
@@ -98,8 +103,9 @@ async fn put_state(st: &AppState, kind: &str, state: &Value) -> Result<HeaderVal
     } else {
         prefix
     };
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{CEREMONY_COOKIE}={id}; Path={path}; Max-Age={ttl}; HttpOnly; SameSite=Strict"
+        "{CEREMONY_COOKIE}={id}; Path={path}; Max-Age={ttl}; HttpOnly; SameSite=Strict{secure}"
     ))
     .map_err(|e| WebError::Internal(e.to_string()))
 }
@@ -186,7 +192,8 @@ pub async fn register_start(
             Err(e) => return WebError::Internal(e.to_string()).into_response(),
         };
     let state = json!({"user": su.user.name, "reg": reg});
-    let cookie = match put_state(&st, "reg", &state).await {
+    let secure = request_scheme(&peer, &headers, &st.config().server.trusted_proxies) == "https";
+    let cookie = match put_state(&st, "reg", &state, secure).await {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -309,7 +316,8 @@ pub async fn login_start(
         Ok(x) => x,
         Err(e) => return WebError::Internal(e.to_string()).into_response(),
     };
-    let cookie = match put_state(&st, "auth", &json!(auth)).await {
+    let secure = request_scheme(&peer, &headers, &st.config().server.trusted_proxies) == "https";
+    let cookie = match put_state(&st, "auth", &json!(auth), secure).await {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };

@@ -21,6 +21,9 @@ use super::{PasskeyRecord, StepUse, TotpRecord};
 
 pub const TOUCH_PERSIST_AFTER: i64 = 60;
 
+/// Ceremonies kept at most; the oldest go first.
+const MAX_CEREMONIES: i64 = 10_000;
+
 /// Session fields added after the first schema, kept in the `data` JSON column.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -378,9 +381,16 @@ impl Store for LocalStore {
                     "INSERT OR REPLACE INTO ceremonies (key, data, expires) VALUES (?1, ?2, ?3)",
                     params![key, data, expires],
                 )?;
+                // Ceremonies last minutes: anything an hour older than this one is over.
+                // And a flood of unauthenticated starts cannot grow the table without bound.
                 c.execute(
                     "DELETE FROM ceremonies WHERE expires < ?1",
-                    params![expires - 86_400],
+                    params![expires - 3_600],
+                )?;
+                c.execute(
+                    "DELETE FROM ceremonies WHERE key IN (SELECT key FROM ceremonies ORDER BY expires, rowid
+                     LIMIT max(0, (SELECT count(*) FROM ceremonies) - ?1))",
+                    params![MAX_CEREMONIES],
                 )?;
                 Ok(())
             })
@@ -1023,6 +1033,27 @@ mod tests {
         assert_eq!(s.take_ceremony("k", 50).await.unwrap(), None);
         s.put_ceremony("k", "v".into(), 100).await.unwrap();
         assert_eq!(s.take_ceremony("k", 100).await.unwrap(), None, "expired");
+        // Bounded: a flood keeps only the newest MAX_CEREMONIES.
+        for i in 0..(MAX_CEREMONIES + 5) {
+            s.put_ceremony(&format!("f{i}"), String::new(), 100_000 + i / 10)
+                .await
+                .unwrap();
+        }
+        let n: i64 =
+            s.db.call(|c| c.query_row("SELECT count(*) FROM ceremonies", [], |r| r.get(0)))
+                .await
+                .unwrap();
+        assert_eq!(n, MAX_CEREMONIES);
+        assert!(
+            s.take_ceremony("f0", 0).await.unwrap().is_none(),
+            "oldest dropped"
+        );
+        assert!(
+            s.take_ceremony(&format!("f{}", MAX_CEREMONIES + 4), 0)
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[tokio::test]
