@@ -7,7 +7,8 @@
 // downloads a browser: executablePath is always given.
 //
 // ops: goto {url} | fill {selector, value} | check {selector} | click {selector} (waits for the
-//      navigation it causes) | cookies | authenticator (adds a CDP virtual WebAuthn authenticator:
+//      navigation it causes) | press {selector, wait} (clicks, waits for `wait` to be visible, no
+//      navigation expected) | cookies | authenticator (adds a CDP virtual WebAuthn authenticator:
 //      ctap2, internal, resident keys, user verification) | credentials (what it holds)
 // `spki` (optional): public-key hashes whose certificates count as valid (WebAuthn refuses pages
 // with certificate errors, so `--ignore-certificate-errors` alone is not enough for it).
@@ -85,6 +86,12 @@ try {
               page.click(step.selector),
             ]);
             out = { ...out, ...(await snapshot(page, response)) };
+            break;
+          }
+          case 'press': {
+            await page.click(step.selector);
+            await page.locator(step.wait).first().waitFor({ state: 'visible' });
+            out = { ...out, ...(await snapshot(page, null)) };
             break;
           }
           case 'cookies':

@@ -194,6 +194,14 @@ def test_passkey_register_sign_in_and_two_factor(stack, certs):
         {"op": "goto", "url": secure},
         {"op": "click", "selector": "#passkey-sign-in"},
         {"op": "goto", "url": st.portal + "/api/state"},
+        # 13-: a passkey session has no recent password: removing needs it again.
+        {"op": "goto", "url": st.portal + "/settings"},
+        {"op": "fill", "selector": "#password", "value": USERS["alice"][3]},
+        {"op": "click", "selector": "#reauth"},
+        {"op": "click", "selector": ".passkey-delete"},
+        {"op": "goto", "url": st.portal + "/logout"},
+        {"op": "goto", "url": secure},
+        {"op": "press", "selector": "#passkey-sign-in", "wait": "#passkey-error"},
     ]}], trust=certs)
     assert res["error"] is None, f"{res['error']}\n{st.logs()}"
     steps = {s["step"]: s for s in res["steps"]}
@@ -205,3 +213,9 @@ def test_passkey_register_sign_in_and_two_factor(stack, certs):
     landed = steps[11]
     assert landed["url"] == secure and landed["status"] == 200, f"{landed}\n{st.logs()}"
     assert '"authentication_level":2' in steps[12]["body"].replace(" ", "")
+    assert "Remove" not in steps[13]["body"] and "Enter your password" in steps[13]["body"]
+    removed = steps[16]
+    assert "Passkey removed" in removed["body"] and "No passkeys yet" in removed["body"], removed
+    refused = steps[19]
+    assert refused["url"].startswith(st.portal + "/") and refused["alert"], refused
+    assert "Authentication failed" in refused["alert"], refused

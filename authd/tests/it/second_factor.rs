@@ -496,3 +496,61 @@ fn oidc_two_factor_clients_and_default_password_get_no_code_early() {
         a.header("location")
     );
 }
+
+#[test]
+fn settings_and_passkey_endpoints_guard_their_doors() {
+    let d = daemon();
+    // No session: /settings sends to the portal, the passkey APIs refuse.
+    let r = d.req("GET", "/settings", &[HOST], "");
+    assert_eq!(r.status, 302);
+    assert!(
+        r.header("location")
+            .unwrap()
+            .starts_with("https://halos.local/sso/?rd=")
+    );
+    let s1 = firstfactor(&d, "ann", PW, "")
+        .cookie("halos_session")
+        .unwrap();
+    let (page, cookies, token) = settings(&d, &s1);
+    assert!(page.body.contains("id=\"passkey-register\""));
+    let start = |extra: &[(&str, &str)]| {
+        let mut h = vec![HOST, JSON];
+        h.extend_from_slice(extra);
+        d.req("POST", "/api/webauthn/register/start", &h, "{}")
+    };
+    // The CSRF token must come in the header, matching the cookie.
+    assert_eq!(start(&[("Cookie", &cookies)]).status, 403);
+    assert_eq!(
+        start(&[("Cookie", &cookies), ("X-CSRF-Token", "wrong")]).status,
+        403
+    );
+    let ok = start(&[("Cookie", &cookies), ("X-CSRF-Token", &token)]);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let v: serde_json::Value = serde_json::from_str(&ok.body).unwrap();
+    assert_eq!(v["publicKey"]["rp"]["id"], "halos.local");
+    assert_eq!(
+        v["publicKey"]["authenticatorSelection"]["residentKey"],
+        "required"
+    );
+    assert_eq!(
+        v["publicKey"]["authenticatorSelection"]["userVerification"],
+        "required"
+    );
+    assert!(ok.cookie("halos_webauthn").is_some());
+    // Cross-site: refused.
+    let r = start(&[
+        ("Cookie", &cookies),
+        ("X-CSRF-Token", &token),
+        ("Origin", "https://evil.example"),
+    ]);
+    assert_eq!(r.status, 403);
+    // A sign-in without a started ceremony fails like any other failed login.
+    let r = d.req("POST", "/api/webauthn/login/finish", &[HOST, JSON],
+        r#"{"credential":{"id":"AA","rawId":"AA","type":"public-key","response":{"authenticatorData":"AA","clientDataJSON":"AA","signature":"AA","userHandle":"AA"},"extensions":{}}}"#);
+    assert_eq!(r.status, 401);
+    let r = d.req("POST", "/api/webauthn/login/start", &[HOST, JSON], "{}");
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["publicKey"]["userVerification"], "required");
+    assert!(v.get("mediation").is_none());
+}
