@@ -34,8 +34,29 @@ pub fn session_alive(cfg: &SessionConfig, s: &Session, now: i64) -> bool {
 }
 
 /// The session the request's cookie names, if it is valid for `cd`. A session whose user
-/// was deleted, disabled or changed password is ended here.
+/// was deleted, disabled or changed password is ended here. A session that must first
+/// change the default password counts as no session (see [`pending_session`]).
 pub async fn current_session(
+    st: &AppState,
+    headers: &HeaderMap,
+    cd: &CookieDomain,
+) -> Option<SessionUser> {
+    lookup_session(st, headers, cd)
+        .await
+        .filter(|s| !s.session.must_change_password)
+}
+
+/// Like [`current_session`], including one that must change the default password: only
+/// the password change page uses it.
+pub async fn pending_session(
+    st: &AppState,
+    headers: &HeaderMap,
+    cd: &CookieDomain,
+) -> Option<SessionUser> {
+    lookup_session(st, headers, cd).await
+}
+
+async fn lookup_session(
     st: &AppState,
     headers: &HeaderMap,
     cd: &CookieDomain,
@@ -69,17 +90,32 @@ pub async fn current_session(
     None
 }
 
-/// Creates a session for `user` at `level` and returns the `Set-Cookie` value.
+/// What a login step established.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub level: AuthLevel,
+    pub remember_me: bool,
+    /// RFC 8176 methods (`pwd`, `hwk`, …).
+    pub amr: Vec<String>,
+    /// Logged in with the default password: only the change page accepts the session.
+    pub must_change_password: bool,
+}
+
+/// Creates a session for `user` and returns the `Set-Cookie` value.
 /// A fresh id every time: a session id never survives a login step (no fixation).
 pub async fn start_session(
     st: &AppState,
     cd: &CookieDomain,
     user: &User,
-    level: AuthLevel,
-    remember_me: bool,
-    amr: Vec<String>,
+    login: NewSession,
     previous: Option<&Session>,
 ) -> Result<HeaderValue, crate::store::StoreError> {
+    let NewSession {
+        level,
+        remember_me,
+        amr,
+        must_change_password,
+    } = login;
     let now = st.clock.now();
     if let Some(p) = previous {
         st.store.delete_session(&p.key).await?;
@@ -95,12 +131,54 @@ pub async fn start_session(
         last_activity: now,
         remember_me,
         auth_time: now,
+        // An admin-issued login code is as good as the password for /settings: it exists
+        // so that a user can enrol a first passkey.
+        reauth_at: if amr.iter().any(|m| m == "pwd" || m == "code") {
+            now
+        } else {
+            0
+        },
         amr,
         pw_fingerprint: password_fingerprint(&user.password_text),
+        must_change_password,
     };
     st.store.save_session(session).await?;
     let max_age = remember_me.then(|| st.config().session.remember_me.as_secs());
     Ok(set_cookie(cd, &id, max_age))
+}
+
+/// Replaces `previous` by a session with a fresh id (no fixation) carrying its fields
+/// as changed by `change`, re-bound to `user`'s current password. Returns the cookie
+/// and the new session.
+pub async fn reissue_session(
+    st: &AppState,
+    cd: &CookieDomain,
+    user: &User,
+    previous: &Session,
+    change: impl FnOnce(&mut Session),
+) -> Result<(HeaderValue, Arc<Session>), crate::store::StoreError> {
+    st.store.delete_session(&previous.key).await?;
+    let id = new_session_id();
+    let key = session_key(&id).ok_or(crate::store::StoreError::Unavailable)?;
+    let mut session = previous.clone();
+    session.key = key;
+    session.last_activity = st.clock.now();
+    session.pw_fingerprint = password_fingerprint(&user.password_text);
+    change(&mut session);
+    let max_age = session
+        .remember_me
+        .then(|| st.config().session.remember_me.as_secs());
+    st.store.save_session(session.clone()).await?;
+    Ok((set_cookie(cd, &id, max_age), Arc::new(session)))
+}
+
+/// Adds authentication methods to a session's `amr`, keeping it free of duplicates.
+pub fn add_amr(amr: &mut Vec<String>, methods: &[&str]) {
+    for m in methods {
+        if !amr.iter().any(|a| a == m) {
+            amr.push((*m).to_string());
+        }
+    }
 }
 
 /// `Set-Cookie` for the session id (or, with an empty id and `Some(0)`, its removal).
@@ -138,6 +216,8 @@ mod tests {
             auth_time: 1000,
             amr: vec![],
             pw_fingerprint: 0,
+            reauth_at: 0,
+            must_change_password: false,
         }
     }
 
