@@ -14,7 +14,7 @@ use url::Url;
 
 use super::AppState;
 use super::request::{client_ip, header as hdr, is_browser, is_trusted};
-use super::session::{SessionUser, current_session};
+use super::session::{SessionUser, lookup_session};
 use crate::auth::{Attempt, LoginError, first_factor};
 use crate::authz::access::{AccessRequest, Subject};
 use crate::config::{IdentityHeaders, Policy};
@@ -260,6 +260,10 @@ async fn basic_user(
             st.metrics.login_busy();
             Some(Err(super::error::WebError::Busy.into_response()))
         }
+        Err(LoginError::Store(_)) => Some(Err(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 Service Unavailable: session store unreachable",
+        ))),
         Err(_) => {
             st.metrics.login(false);
             Some(Err(basic_challenge()))
@@ -328,7 +332,16 @@ async fn decide(
         }
     }
     let session: Option<SessionUser> = if basic.is_none() {
-        current_session(&st, &headers, cd).await
+        match lookup_session(&st, &headers, cd).await {
+            Ok(s) => s,
+            // Fail closed: without the store nobody is let through (the store logs why).
+            Err(_) => {
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "503 Service Unavailable: session store unreachable",
+                );
+            }
+        }
     } else {
         None
     };

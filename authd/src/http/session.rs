@@ -33,19 +33,30 @@ pub fn session_alive(cfg: &SessionConfig, s: &Session, now: i64) -> bool {
     s.remember_me || now - s.last_activity <= cfg.inactivity.as_secs() as i64
 }
 
-/// The session the request's cookie names, if it is valid for `cd`. A session whose user
-/// was deleted, disabled or changed password is ended here.
+/// The session the request's cookie names, if it is valid for `cd`; a store failure counts
+/// as no session (pages then ask to sign in, and signing in reports the failure).
 pub async fn current_session(
     st: &AppState,
     headers: &HeaderMap,
     cd: &CookieDomain,
 ) -> Option<SessionUser> {
+    lookup_session(st, headers, cd).await.ok().flatten()
+}
+
+/// The session the request's cookie names, if it is valid for `cd`, or the store's error
+/// (forward auth fails closed on it). A session whose user was deleted, disabled or
+/// changed password is ended here.
+pub async fn lookup_session(
+    st: &AppState,
+    headers: &HeaderMap,
+    cd: &CookieDomain,
+) -> Result<Option<SessionUser>, crate::store::StoreError> {
     let now = st.clock.now();
     for value in cookies(headers, &cd.cookie_name) {
         let Some(key) = session_key(value) else {
             continue;
         };
-        let Ok(Some(session)) = st.store.session(&key).await else {
+        let Some(session) = st.store.session(&key).await? else {
             continue;
         };
         // A cookie moved to another domain is not honoured.
@@ -64,9 +75,9 @@ pub async fn current_session(
         if !session.remember_me && now > session.last_activity {
             let _ = st.store.touch_session(&session, now).await;
         }
-        return user.map(|user| SessionUser { session, user });
+        return Ok(user.map(|user| SessionUser { session, user }));
     }
-    None
+    Ok(None)
 }
 
 /// Creates a session for `user` at `level` and returns the `Set-Cookie` value.

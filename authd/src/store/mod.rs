@@ -4,6 +4,7 @@
 
 pub mod grants;
 pub mod local;
+pub mod redis;
 pub mod sqlite;
 
 use std::future::Future;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::redis::RedisStore;
 pub use grants::{Consent, Redemption, Rotation, StoredCode, TokenHash, TokenKind, TokenRecord};
 pub use local::LocalStore;
 
@@ -22,6 +24,8 @@ pub enum StoreError {
     Schema(String),
     #[error("{0}")]
     Io(String),
+    #[error("redis: {0}")]
+    Redis(String),
     #[error("the state store is unavailable")]
     Unavailable,
     #[error("the state database thread is gone")]
@@ -101,6 +105,10 @@ impl BanKind {
 
 /// The state operations the daemon needs; implemented by every backend.
 pub trait Store: Send + Sync + 'static {
+    /// Whether the backend answers now (readiness; the local store always does).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
     /// The hot path: must not touch the disk in the local store.
     fn session(
         &self,
@@ -207,6 +215,7 @@ pub trait Store: Send + Sync + 'static {
 #[derive(Clone)]
 pub enum AnyStore {
     Local(Arc<LocalStore>),
+    Redis(Arc<RedisStore>),
 }
 
 /// Forwards a method to the backend inside [`AnyStore`].
@@ -214,11 +223,62 @@ macro_rules! delegate {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
             AnyStore::Local($s) => $call,
+            AnyStore::Redis($s) => $call,
         }
     };
 }
 
+impl AnyStore {
+    /// The store `config` names: Redis when `storage.redis` is set, else the local database.
+    /// The daemon and `halos-authctl` both open it this way.
+    pub fn open(config: &crate::config::Config) -> Result<AnyStore, StoreError> {
+        match &config.storage.redis {
+            Some(r) => Ok(AnyStore::Redis(Arc::new(RedisStore::connect(
+                r,
+                self::redis::SessionLifetimes::from_config(&config.session),
+                self::redis::KEY_PREFIX,
+            )?))),
+            None => Ok(AnyStore::Local(Arc::new(
+                LocalStore::open(&config.storage.local.path).map_err(|e| {
+                    StoreError::Io(format!("{}: {e}", config.storage.local.path.display()))
+                })?,
+            ))),
+        }
+    }
+
+    /// Sessions alive at `now` (for metrics).
+    pub async fn live_sessions(&self, now: i64) -> Result<usize, StoreError> {
+        match self {
+            AnyStore::Local(s) => Ok(s.session_count()),
+            AnyStore::Redis(s) => s.live_sessions(now).await,
+        }
+    }
+
+    /// Drops sessions past their lifetimes (run on a timer; Redis expires records by itself
+    /// and only its index needs sweeping). Returns how many.
+    pub async fn purge_sessions(
+        &self,
+        now: i64,
+        expired: impl Fn(&Session) -> bool,
+    ) -> Result<usize, StoreError> {
+        match self {
+            AnyStore::Local(s) => Ok(s.purge(expired)),
+            AnyStore::Redis(s) => s.purge(now).await,
+        }
+    }
+
+    /// Follows a reloaded `session` section (Redis sets record TTLs from it).
+    pub fn set_session_config(&self, c: &crate::config::SessionConfig) {
+        if let AnyStore::Redis(s) = self {
+            s.set_lifetimes(self::redis::SessionLifetimes::from_config(c));
+        }
+    }
+}
+
 impl Store for AnyStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        delegate!(self, s => s.ping().await)
+    }
     async fn subject(&self, username: &str) -> Result<String, StoreError> {
         delegate!(self, s => s.subject(username).await)
     }
