@@ -81,7 +81,8 @@ pub fn build_state(config: Config, clock: SharedClock) -> anyhow::Result<AppStat
     let pw = &config.authentication_backend.file.password;
     let verifier = PasswordVerifier::start(pw.max_concurrent, pw.max_queued, &pw.argon2);
     let store = AnyStore::open(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let AnyStore::Redis(_) = &store {
+    if let AnyStore::Redis(r) = &store {
+        r.spawn_monitor();
         tracing::info!(
             "shared state in Redis: sessions, OIDC grants and bans are common to every instance using it"
         );

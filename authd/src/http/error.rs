@@ -17,6 +17,9 @@ pub enum WebError {
     Forbidden,
     #[error("too many requests")]
     Busy,
+    /// The state store (Redis) is unreachable; it logs that itself, rate-limited.
+    #[error("state store unavailable")]
+    Unavailable,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -52,6 +55,12 @@ impl IntoResponse for WebError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::RETRY_AFTER, HeaderValue::from_static("2"))],
                 Json(json!({"status": "KO", "message": "Too many login attempts in progress. Try again shortly."})),
+            )
+                .into_response(),
+            WebError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, HeaderValue::from_static("5"))],
+                Json(json!({"status": "KO", "message": "Temporarily unavailable. Try again shortly."})),
             )
                 .into_response(),
             WebError::Internal(detail) => {

@@ -313,6 +313,24 @@ impl RedisStore {
         })
     }
 
+    /// Pings Redis every second in the background, so an outage shows in the health check
+    /// and the log even without traffic, and the connection is rebuilt as soon as Redis is
+    /// back rather than on the first request after it.
+    pub fn spawn_monitor(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(store) = weak.upgrade() else {
+                    return;
+                };
+                let _ = store.ping().await;
+            }
+        });
+    }
+
     /// New session lifetimes (config reload): used for records written from now on.
     pub fn set_lifetimes(&self, l: SessionLifetimes) {
         self.lifetimes.store(Arc::new(l));

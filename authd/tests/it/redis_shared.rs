@@ -1,0 +1,372 @@
+//! Two `halos-authd` instances sharing one real `redis-server` (and one configuration and
+//! keys directory) act as one: sessions, logouts, bans, OIDC codes and refresh tokens.
+//! Redis going away makes forward auth fail closed; its return heals both instances.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::common::{DAEMON, Daemon, HttpResponse, TestRedis};
+
+const PW: &str = "correct horse";
+const CB: &str = "https://app.halos.local/cb";
+const HOST: (&str, &str) = ("X-Forwarded-Host", "halos.local");
+
+/// Writes one configuration (Redis storage, keys beside `state.sqlite` in `dir`).
+fn write_config(dir: &Path, redis_url: &str) -> std::path::PathBuf {
+    let cfg = authd::config::Argon2Config {
+        memory: 1024,
+        iterations: 1,
+        parallelism: 1,
+        ..Default::default()
+    };
+    let h = authd::users::hash_password(PW.as_bytes(), &cfg).unwrap();
+    let users = dir.join("users_database.yml");
+    std::fs::write(
+        &users,
+        format!("users:\n  ann:\n    displayname: Ann\n    email: ann@halos.local\n    password: '{h}'\n    groups: [users]\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("oidc-clients.d")).unwrap();
+    let path = dir.join("authd.yml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"server:
+  address: tcp://127.0.0.1:0/sso
+authentication_backend:
+  file:
+    path: {users}
+    password:
+      argon2: {{memory: 1024, iterations: 1, parallelism: 1}}
+storage:
+  local:
+    path: {state}
+  redis:
+    url: {redis_url}
+hostnames_file: {hostnames}
+session:
+  cookies:
+    - domain: halos.local
+      authelia_url: https://halos.local/sso
+regulation: {{max_retries: 3, find_time: 2m, ban_time: 5m}}
+identity_providers:
+  oidc:
+    issuer: https://halos.local/sso
+    clients_dir: {clients}
+    clients:
+      - client_id: app
+        client_secret: s3cret
+        redirect_uris: ['{CB}']
+        scopes: [openid, profile, email, groups, offline_access]
+        token_endpoint_auth_method: client_secret_post
+"#,
+            users = users.display(),
+            state = dir.join("state.sqlite").display(),
+            hostnames = dir.join("hostnames.conf").display(),
+            clients = dir.join("oidc-clients.d").display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start(config: &Path, dir: tempfile::TempDir) -> Daemon {
+    Daemon::spawn(
+        Command::new(DAEMON)
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null()),
+        dir,
+    )
+}
+
+/// Instances A and B on one config: A first (it makes the signing keys), then B.
+fn pair(redis: &TestRedis) -> (Daemon, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &redis.url());
+    let a = start(&config, dir);
+    let b = start(&config, tempfile::tempdir().unwrap());
+    (a, b)
+}
+
+fn login(d: &Daemon, pw: &str) -> HttpResponse {
+    d.req(
+        "POST",
+        "/api/firstfactor",
+        &[("Content-Type", "application/json"), HOST],
+        &serde_json::json!({"username": "ann", "password": pw}).to_string(),
+    )
+}
+
+fn session_cookie(d: &Daemon) -> String {
+    let r = login(d, PW);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.cookie("halos_session").unwrap()
+}
+
+fn forward_auth(d: &Daemon, cookie: Option<&str>) -> HttpResponse {
+    let mut h = vec![
+        ("X-Forwarded-Method", "GET"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "app.halos.local"),
+        ("X-Forwarded-Uri", "/"),
+    ];
+    if let Some(c) = cookie {
+        h.push(("Cookie", c));
+    }
+    d.req("GET", "/api/authz/forward-auth", &h, "")
+}
+
+fn health(d: &Daemon) -> u16 {
+    d.get("/api/health").status
+}
+
+#[test]
+fn a_login_on_one_instance_is_valid_on_the_other_and_a_logout_ends_it_everywhere() {
+    let redis = TestRedis::start();
+    let (a, b) = pair(&redis);
+    assert_eq!((health(&a), health(&b)), (200, 200));
+    assert_eq!(forward_auth(&b, None).status, 401);
+
+    let cookie = session_cookie(&a);
+    let r = forward_auth(&b, Some(&cookie));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("remote-user"), Some("ann"));
+    assert_eq!(forward_auth(&a, Some(&cookie)).status, 200);
+
+    // Logout on A; B refuses the very next request (well within a second).
+    let out = a.req(
+        "POST",
+        "/api/logout",
+        &[
+            ("Cookie", &cookie),
+            HOST,
+            ("Content-Type", "application/json"),
+        ],
+        "{}",
+    );
+    assert_eq!(out.status, 200, "{}", out.body);
+    let logged_out = Instant::now();
+    let r = forward_auth(&b, Some(&cookie));
+    assert_eq!(r.status, 401, "the session ended on B too");
+    assert!(logged_out.elapsed() < Duration::from_secs(1));
+    assert_eq!(forward_auth(&a, Some(&cookie)).status, 401);
+}
+
+#[test]
+fn a_ban_on_one_instance_applies_on_the_other() {
+    let redis = TestRedis::start();
+    let (a, b) = pair(&redis);
+    for _ in 0..3 {
+        assert_eq!(login(&a, "wrong").status, 401);
+    }
+    // Banned on B as well: the right password fails like a wrong one.
+    let r = login(&b, PW);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.cookie("halos_session").is_none());
+}
+
+fn authorize(d: &Daemon, cookie: &str) -> String {
+    let r = d.req(
+        "GET",
+        &format!(
+            "/api/oidc/authorization?response_type=code&client_id=app&redirect_uri={}&scope=openid%20profile%20offline_access&state=st4te&nonce=n0nce",
+            url::form_urlencoded::byte_serialize(CB.as_bytes()).collect::<String>()
+        ),
+        &[("Cookie", cookie), HOST],
+        "",
+    );
+    assert_eq!(r.status, 302, "{}", r.body);
+    let loc = url::Url::parse(r.header("location").unwrap()).unwrap();
+    loc.query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("code")
+}
+
+fn token(d: &Daemon, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let r = d.req(
+        "POST",
+        "/api/oidc/token",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &body,
+    );
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn redeem(d: &Daemon, code: &str) -> (u16, serde_json::Value) {
+    token(
+        d,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", CB),
+            ("client_id", "app"),
+            ("client_secret", "s3cret"),
+        ],
+    )
+}
+
+fn refresh(d: &Daemon, rt: &str) -> (u16, serde_json::Value) {
+    token(
+        d,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+            ("client_id", "app"),
+            ("client_secret", "s3cret"),
+        ],
+    )
+}
+
+fn sub_of(id_token: &serde_json::Value) -> String {
+    let payload = id_token.as_str().unwrap().split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["sub"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn oidc_codes_and_refresh_tokens_work_across_instances_exactly_once() {
+    let redis = TestRedis::start();
+    let (a, b) = pair(&redis);
+    // Same signing keys (shared keys directory): tokens from one verify with the other's JWKS.
+    assert_eq!(a.get("/jwks.json").body, b.get("/jwks.json").body);
+
+    let cookie = session_cookie(&a);
+    // A code issued by A, redeemed on A and B at the same moment: exactly one 200.
+    for _ in 0..5 {
+        let code = authorize(&a, &cookie);
+        let barrier = Barrier::new(2);
+        let (x, y) = std::thread::scope(|s| {
+            let x = s.spawn(|| {
+                barrier.wait();
+                redeem(&a, &code).0
+            });
+            let y = s.spawn(|| {
+                barrier.wait();
+                redeem(&b, &code).0
+            });
+            (x.join().unwrap(), y.join().unwrap())
+        });
+        let mut statuses = [x, y];
+        statuses.sort();
+        assert_eq!(statuses, [200, 400], "exactly one redemption wins");
+    }
+
+    // Issued by A, redeemed on B; replaying it on A fails and revokes what B issued for it.
+    let code = authorize(&a, &cookie);
+    let (s, tokens) = redeem(&b, &code);
+    assert_eq!(s, 200, "{tokens}");
+    let (s, again) = redeem(&a, &code);
+    assert_eq!((s, again["error"].as_str()), (400, Some("invalid_grant")));
+    let (s, _) = refresh(&b, tokens["refresh_token"].as_str().unwrap());
+    assert_eq!(s, 400, "the replayed code's tokens are revoked");
+    // The same `sub` whichever instance signs.
+    let sub = sub_of(&tokens["id_token"]);
+    let (s, from_a) = redeem(&a, &authorize(&b, &cookie));
+    assert_eq!(s, 200);
+    assert_eq!(sub_of(&from_a["id_token"]), sub);
+
+    // Refresh on B rotates a token A issued; reusing the old one on A revokes the family.
+    let rt1 = from_a["refresh_token"].as_str().unwrap().to_string();
+    let (s, t2) = refresh(&b, &rt1);
+    assert_eq!(s, 200, "{t2}");
+    let rt2 = t2["refresh_token"].as_str().unwrap().to_string();
+    let (s, _) = refresh(&a, &rt1);
+    assert_eq!(s, 400, "reuse");
+    let (s, _) = refresh(&b, &rt2);
+    assert_eq!(s, 400, "the family is revoked");
+
+    // Two instances rotating one token at once: one gets new tokens, the other is reuse.
+    let (s, fresh) = redeem(&a, &authorize(&a, &cookie));
+    assert_eq!(s, 200);
+    let rt = fresh["refresh_token"].as_str().unwrap().to_string();
+    let barrier = Barrier::new(2);
+    let (x, y) = std::thread::scope(|s| {
+        let x = s.spawn(|| {
+            barrier.wait();
+            refresh(&a, &rt).0
+        });
+        let y = s.spawn(|| {
+            barrier.wait();
+            refresh(&b, &rt).0
+        });
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    let mut statuses = [x, y];
+    statuses.sort();
+    assert_eq!(statuses, [200, 400]);
+}
+
+/// Polls `/api/health` (the readiness signal) until it answers `status`.
+fn wait_health(d: &Daemon, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while health(d) != status {
+        assert!(Instant::now() < deadline, "health never became {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn without_redis_forward_auth_fails_closed_and_both_instances_recover_by_themselves() {
+    let mut redis = TestRedis::start();
+    let (a, b) = pair(&redis);
+    let cookie = session_cookie(&a);
+    assert_eq!(forward_auth(&b, Some(&cookie)).status, 200);
+
+    redis.stop();
+    for d in [&a, &b] {
+        for _ in 0..10 {
+            let started = Instant::now();
+            let r = forward_auth(d, Some(&cookie));
+            assert_eq!(r.status, 503, "fails closed");
+            assert!(started.elapsed() < Duration::from_secs(5), "does not hang");
+        }
+        // Without a cookie nobody is let in either.
+        assert_ne!(forward_auth(d, None).status, 200);
+        assert_eq!(health(d), 503);
+        let r = login(d, PW);
+        assert_eq!(r.status, 503, "{}", r.body);
+        // A logout that cannot reach the store says so (the session would live on).
+        let out = d.req(
+            "POST",
+            "/api/logout",
+            &[
+                ("Cookie", &cookie),
+                HOST,
+                ("Content-Type", "application/json"),
+            ],
+            "{}",
+        );
+        assert_eq!(out.status, 503);
+    }
+    // One clear line per outage period, not one per request.
+    let n = a.log_count("Redis unreachable");
+    assert!(
+        (1..=2).contains(&n),
+        "{n} lines: {:?}",
+        a.log.lock().unwrap()
+    );
+
+    redis.restart();
+    for d in [&a, &b] {
+        wait_health(d, 200);
+        // The session from before the outage is back (Redis kept it on disk).
+        assert_eq!(forward_auth(d, Some(&cookie)).status, 200);
+    }
+    let fresh = session_cookie(&b);
+    assert_eq!(forward_auth(&a, Some(&fresh)).status, 200);
+    assert!(a.log_count("Redis is reachable again") >= 1);
+}
