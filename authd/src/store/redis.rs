@@ -28,8 +28,8 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use super::{
-    BanKind, Consent, Redemption, Rotation, Session, SessionKey, Store, StoreError, StoredCode,
-    TokenHash, TokenKind, TokenRecord,
+    ApiToken, BanKind, Consent, LoginCode, Redemption, Rotation, Session, SessionKey, Store,
+    StoreError, StoredCode, TokenHash, TokenKind, TokenRecord,
 };
 use crate::config::{RedisConfig, SessionConfig};
 
@@ -114,6 +114,8 @@ pub struct RedisStore {
     subjects: RwLock<HashMap<String, String>>,
     health: Health,
     scripts: Scripts,
+    /// An API token's stored use time as this instance last saw it (saves a round trip per use).
+    api_token_touched: Mutex<HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -131,6 +133,10 @@ struct Scripts {
     rotate_refresh: Script,
     revoke_token: Script,
     revoke_set: Script,
+    save_api_token: Script,
+    touch_api_token: Script,
+    delete_members: Script,
+    save_login_code: Script,
 }
 
 /// Adds `ARGV[at]` as member `ARGV[member]` of set `KEYS[k]` and makes the set live at least
@@ -226,6 +232,46 @@ for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return n",
             ),
+            // KEYS: token, all-tokens set, user set. ARGV: data, expires at (0: never), id.
+            save_api_token: Script::new(
+                r"
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'data', ARGV[1])
+if tonumber(ARGV[2]) > 0 then redis.call('EXPIREAT', KEYS[1], ARGV[2]) end
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[3])
+return 1",
+            ),
+            // KEYS: token. ARGV: now, persist-after. Writes the use time if it is stale;
+            // returns the stored use time (0: no such token).
+            touch_api_token: Script::new(
+                r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_used') or '0')
+if tonumber(ARGV[1]) - last < tonumber(ARGV[2]) then return last end
+redis.call('HSET', KEYS[1], 'last_used', ARGV[1])
+return tonumber(ARGV[1])",
+            ),
+            // KEYS: a set of ids, optionally a second set to drop them from.
+            // ARGV: record key prefix. Deletes the records; returns how many existed.
+            delete_members: Script::new(
+                r"
+local n = 0
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  n = n + redis.call('DEL', ARGV[1] .. m)
+  if KEYS[2] then redis.call('SREM', KEYS[2], m) end
+end
+redis.call('DEL', KEYS[1])
+return n",
+            ),
+            // KEYS: code, user set. ARGV: data, expires at, member.
+            save_login_code: with_index(
+                r"
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('EXPIREAT', KEYS[1], ARGV[2])
+index_add(KEYS[2], ARGV[3], ARGV[2])
+return 1",
+            ),
         }
     }
 }
@@ -310,6 +356,7 @@ impl RedisStore {
             subjects: RwLock::new(HashMap::new()),
             health: Health::default(),
             scripts: Scripts::new(),
+            api_token_touched: Mutex::new(HashMap::new()),
         })
     }
 
@@ -442,6 +489,24 @@ impl RedisStore {
         Ok(())
     }
 
+    fn api_token_key(&self, id: &str) -> String {
+        self.key(&["api_token", id])
+    }
+
+    fn api_token_from_fields(
+        data: Option<String>,
+        last_used: Option<i64>,
+    ) -> Result<Option<ApiToken>, StoreError> {
+        let Some(data) = data else {
+            return Ok(None);
+        };
+        let mut t: ApiToken = from_json(&data)?;
+        if last_used.is_some() {
+            t.last_used = t.last_used.max(last_used);
+        }
+        Ok(Some(t))
+    }
+
     async fn revoke_set(&self, set: String) -> Result<u32, StoreError> {
         let mut inv = self.scripts.revoke_set.prepare_invoke();
         inv.key(set).arg(self.key(&["token", ""]));
@@ -454,6 +519,157 @@ impl RedisStore {
 impl Store for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         RedisStore::ping(self).await
+    }
+
+    async fn api_token(&self, id: &str) -> Result<Option<Arc<ApiToken>>, StoreError> {
+        let k = self.api_token_key(id);
+        let mut c = self.conn.clone();
+        let (data, last_used): (Option<String>, Option<i64>) = self
+            .run(async move {
+                redis::cmd("HMGET")
+                    .arg(&k)
+                    .arg("data")
+                    .arg("last_used")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(Self::api_token_from_fields(data, last_used)?.map(Arc::new))
+    }
+
+    async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        let all = self.key(&["api_tokens"]);
+        let mut c = self.conn.clone();
+        let ids: Vec<String> = self.run(async move { c.smembers(&all).await }).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut gone = Vec::new();
+        for id in ids {
+            match self.api_token(&id).await? {
+                Some(t) => out.push((*t).clone()),
+                None => gone.push(id),
+            }
+        }
+        if !gone.is_empty() {
+            // Expired by TTL: forget them in the index too.
+            let all = self.key(&["api_tokens"]);
+            let mut c = self.conn.clone();
+            let _: () = self.run(async move { c.srem(&all, gone).await }).await?;
+        }
+        out.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        Ok(out)
+    }
+
+    async fn save_api_token(&self, token: ApiToken) -> Result<(), StoreError> {
+        let mut inv = self.scripts.save_api_token.prepare_invoke();
+        inv.key(self.api_token_key(&token.id))
+            .key(self.key(&["api_tokens"]))
+            .key(self.key(&["user_api_tokens", &token.username]))
+            .arg(to_json(&token)?)
+            .arg(token.expires.unwrap_or(0).max(0))
+            .arg(&token.id);
+        let mut c = self.conn.clone();
+        let _: i64 = self
+            .run(async move { inv.invoke_async(&mut c).await })
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_api_token(&self, id: &str) -> Result<bool, StoreError> {
+        let k = self.api_token_key(id);
+        let all = self.key(&["api_tokens"]);
+        let id = id.to_string();
+        let mut c = self.conn.clone();
+        let (n,): (u32,) = self
+            .run(async move {
+                redis::pipe()
+                    .atomic()
+                    .del(&k)
+                    .srem(&all, id)
+                    .ignore()
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_user_api_tokens(&self, username: &str) -> Result<u32, StoreError> {
+        let mut inv = self.scripts.delete_members.prepare_invoke();
+        inv.key(self.key(&["user_api_tokens", username]))
+            .key(self.key(&["api_tokens"]))
+            .arg(self.key(&["api_token", ""]));
+        let mut c = self.conn.clone();
+        self.run(async move { inv.invoke_async(&mut c).await })
+            .await
+    }
+
+    async fn touch_api_token(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        let seen = self
+            .api_token_touched
+            .lock()
+            .map_err(|_| StoreError::Unavailable)?
+            .get(id)
+            .copied();
+        if seen.is_some_and(|t| now - t < TOUCH_PERSIST_AFTER) {
+            return Ok(());
+        }
+        let mut inv = self.scripts.touch_api_token.prepare_invoke();
+        inv.key(self.api_token_key(id))
+            .arg(now)
+            .arg(TOUCH_PERSIST_AFTER);
+        let mut c = self.conn.clone();
+        let stored: i64 = self
+            .run(async move { inv.invoke_async(&mut c).await })
+            .await?;
+        let mut m = self
+            .api_token_touched
+            .lock()
+            .map_err(|_| StoreError::Unavailable)?;
+        if m.len() > 10_000 {
+            m.clear();
+        }
+        if stored > 0 {
+            m.insert(id.to_string(), stored);
+        }
+        Ok(())
+    }
+
+    async fn save_login_code(&self, hash: TokenHash, code: LoginCode) -> Result<(), StoreError> {
+        let mut inv = self.scripts.save_login_code.prepare_invoke();
+        inv.key(self.key(&["login_code", &hex::encode(hash)]))
+            .key(self.key(&["user_login_codes", &code.username]))
+            .arg(to_json(&code)?)
+            .arg(code.expires.max(code.created + 1))
+            .arg(hex::encode(hash));
+        let mut c = self.conn.clone();
+        let _: i64 = self
+            .run(async move { inv.invoke_async(&mut c).await })
+            .await?;
+        Ok(())
+    }
+
+    async fn take_login_code(
+        &self,
+        hash: TokenHash,
+        now: i64,
+    ) -> Result<Option<LoginCode>, StoreError> {
+        // GETDEL: whoever removes it owns it, on any instance.
+        let k = self.key(&["login_code", &hex::encode(hash)]);
+        let mut c = self.conn.clone();
+        let data: Option<String> = self
+            .run(async move { redis::cmd("GETDEL").arg(&k).query_async(&mut c).await })
+            .await?;
+        let code: Option<LoginCode> = data.map(|d| from_json(&d)).transpose()?;
+        Ok(code.filter(|code| now < code.expires))
+    }
+
+    async fn delete_user_login_codes(&self, username: &str) -> Result<u32, StoreError> {
+        let mut inv = self.scripts.delete_members.prepare_invoke();
+        inv.key(self.key(&["user_login_codes", username]))
+            .arg(self.key(&["login_code", ""]));
+        let mut c = self.conn.clone();
+        self.run(async move { inv.invoke_async(&mut c).await })
+            .await
     }
 
     async fn subject(&self, username: &str) -> Result<String, StoreError> {
@@ -1215,6 +1431,143 @@ mod tests {
         let mut c3 = authed.get_multiplexed_async_connection().await.unwrap();
         let n: i64 = redis::cmd("DBSIZE").query_async(&mut c3).await.unwrap();
         assert_eq!(n, 1, "written to database 3");
+    }
+
+    fn api_token(id: &str, user: &str, created: i64, expires: Option<i64>) -> ApiToken {
+        ApiToken {
+            id: id.into(),
+            username: user.into(),
+            name: format!("{id} script"),
+            secret_hash: [7; 32],
+            host: Some("*.halos.local".into()),
+            path: None,
+            created,
+            expires,
+            last_used: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn api_tokens_are_shared_listed_touched_and_revoked() {
+        let r = TestRedis::start();
+        let (a, b) = (store_at(&r.url()), store_at(&r.url()));
+        let t = now();
+        a.save_api_token(api_token("t1", "ann", t, None))
+            .await
+            .unwrap();
+        a.save_api_token(api_token("t2", "ann", t + 1, Some(t + 600)))
+            .await
+            .unwrap();
+        a.save_api_token(api_token("t3", "bob", t + 2, None))
+            .await
+            .unwrap();
+        assert_eq!(
+            *b.api_token("t1").await.unwrap().unwrap(),
+            api_token("t1", "ann", t, None)
+        );
+        assert!(b.api_token("nope").await.unwrap().is_none());
+        assert!((595..=600).contains(&ttl(&r, &a.api_token_key("t2")).await));
+        assert_eq!(ttl(&r, &a.api_token_key("t1")).await, -1, "never expires");
+        let ids: Vec<String> = b
+            .api_tokens()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(ids, ["t1", "t2", "t3"], "oldest first");
+
+        // Use times: written once, then only when stale; visible to the other instance.
+        a.touch_api_token("t1", t + 5).await.unwrap();
+        assert_eq!(
+            b.api_token("t1").await.unwrap().unwrap().last_used,
+            Some(t + 5)
+        );
+        a.touch_api_token("t1", t + 6).await.unwrap();
+        b.touch_api_token("t1", t + 7).await.unwrap();
+        assert_eq!(
+            a.api_token("t1").await.unwrap().unwrap().last_used,
+            Some(t + 5)
+        );
+        b.touch_api_token("t1", t + 5 + TOUCH_PERSIST_AFTER)
+            .await
+            .unwrap();
+        assert_eq!(
+            a.api_token("t1").await.unwrap().unwrap().last_used,
+            Some(t + 5 + TOUCH_PERSIST_AFTER)
+        );
+        a.touch_api_token("gone", t).await.unwrap();
+        assert!(
+            a.api_token("gone").await.unwrap().is_none(),
+            "not created by a touch"
+        );
+
+        assert!(b.delete_api_token("t3").await.unwrap());
+        assert!(!b.delete_api_token("t3").await.unwrap());
+        assert!(a.api_token("t3").await.unwrap().is_none());
+        assert_eq!(b.delete_user_api_tokens("ann").await.unwrap(), 2);
+        assert!(a.api_tokens().await.unwrap().is_empty());
+        assert_eq!(b.delete_user_api_tokens("ann").await.unwrap(), 0);
+
+        // One that expired by TTL leaves the listing too.
+        a.save_api_token(api_token("t4", "cy", t - 100, Some(t - 1)))
+            .await
+            .unwrap();
+        assert!(a.api_tokens().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn login_codes_are_taken_once_across_instances() {
+        let r = TestRedis::start();
+        let (a, b) = (store_at(&r.url()), store_at(&r.url()));
+        let t = now();
+        let code = |user: &str, expires: i64| LoginCode {
+            username: user.into(),
+            created: t,
+            expires,
+        };
+        a.save_login_code([1; 32], code("ann", t + 600))
+            .await
+            .unwrap();
+        assert!(
+            (595..=600).contains(&ttl(&r, &a.key(&["login_code", &hex::encode([1u8; 32])])).await)
+        );
+        for n in 10..30u8 {
+            a.save_login_code([n; 32], code("ann", t + 600))
+                .await
+                .unwrap();
+            let (x, y) = tokio::join!(a.take_login_code([n; 32], t), b.take_login_code([n; 32], t));
+            let winners = [x.unwrap(), y.unwrap()]
+                .iter()
+                .filter(|c| c.is_some())
+                .count();
+            assert_eq!(winners, 1);
+        }
+        assert_eq!(
+            b.take_login_code([1; 32], t).await.unwrap(),
+            Some(code("ann", t + 600))
+        );
+        assert_eq!(a.take_login_code([1; 32], t).await.unwrap(), None);
+        a.save_login_code([2; 32], code("ann", t + 60))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.take_login_code([2; 32], t + 60).await.unwrap(),
+            None,
+            "expired"
+        );
+        a.save_login_code([3; 32], code("ann", t + 60))
+            .await
+            .unwrap();
+        a.save_login_code([4; 32], code("ann", t + 60))
+            .await
+            .unwrap();
+        a.save_login_code([5; 32], code("bob", t + 60))
+            .await
+            .unwrap();
+        assert_eq!(b.delete_user_login_codes("ann").await.unwrap(), 2);
+        assert_eq!(a.take_login_code([3; 32], t).await.unwrap(), None);
+        assert!(a.take_login_code([5; 32], t).await.unwrap().is_some());
     }
 
     #[tokio::test]

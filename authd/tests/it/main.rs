@@ -2,11 +2,13 @@
 //! Integration tests: one binary (one link) with a module per area.
 //! They run the real `halos-authd` / `halos-authctl` binaries on port 0 with temp dirs.
 
+mod api_tokens;
 mod common;
 mod config_cli;
 mod daemon;
 mod forward_auth;
 mod hashes;
+mod login_codes;
 mod oidc_flow;
 mod redis_shared;
 mod snippets;

@@ -325,6 +325,13 @@ fn without_redis_forward_auth_fails_closed_and_both_instances_recover_by_themsel
     let (a, b) = pair(&redis);
     let cookie = session_cookie(&a);
     assert_eq!(forward_auth(&b, Some(&cookie)).status, 200);
+    let token = crate::api_tokens::stdout(&crate::api_tokens::ctl(
+        &a,
+        &["token", "create", "--user", "ann"],
+    ))
+    .trim()
+    .to_string();
+    assert_eq!(with_token(&b, &token).status, 200);
 
     redis.stop();
     for d in [&a, &b] {
@@ -334,7 +341,8 @@ fn without_redis_forward_auth_fails_closed_and_both_instances_recover_by_themsel
             assert_eq!(r.status, 503, "fails closed");
             assert!(started.elapsed() < Duration::from_secs(5), "does not hang");
         }
-        // Without a cookie nobody is let in either.
+        // Nor with an API token; without credentials nobody is let in either.
+        assert_eq!(with_token(d, &token).status, 503);
         assert_ne!(forward_auth(d, None).status, 200);
         assert_eq!(health(d), 503);
         let r = login(d, PW);
@@ -363,10 +371,93 @@ fn without_redis_forward_auth_fails_closed_and_both_instances_recover_by_themsel
     redis.restart();
     for d in [&a, &b] {
         wait_health(d, 200);
-        // The session from before the outage is back (Redis kept it on disk).
+        // The session and token from before the outage are back (Redis kept them on disk).
         assert_eq!(forward_auth(d, Some(&cookie)).status, 200);
+        assert_eq!(with_token(d, &token).status, 200);
     }
     let fresh = session_cookie(&b);
     assert_eq!(forward_auth(&a, Some(&fresh)).status, 200);
     assert!(a.log_count("Redis is reachable again") >= 1);
+}
+
+fn with_token(d: &Daemon, token: &str) -> HttpResponse {
+    let b = format!("Bearer {token}");
+    crate::api_tokens::fa(d, "https://app.halos.local/x", &[("Authorization", &b)])
+}
+
+fn redeem_login_code(d: &Daemon, code: &str) -> HttpResponse {
+    d.req(
+        "POST",
+        "/api/logincode",
+        &[
+            HOST,
+            ("X-Forwarded-Proto", "https"),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::json!({ "code": code }).to_string(),
+    )
+}
+
+#[test]
+fn cli_tokens_login_codes_and_session_revocation_apply_to_every_instance_at_once() {
+    use crate::api_tokens::{ctl, stdout};
+    let redis = TestRedis::start();
+    let (a, b) = pair(&redis);
+
+    // A token made by the CLI (which writes Redis) works on both instances at once.
+    let token = stdout(&ctl(
+        &a,
+        &["token", "create", "--user", "ann", "--name", "ci"],
+    ))
+    .trim()
+    .to_string();
+    for d in [&a, &b] {
+        let r = with_token(d, &token);
+        assert_eq!((r.status, r.header("remote-user")), (200, Some("ann")));
+    }
+    let id = token.split('_').nth(1).unwrap().to_string();
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout(&ctl(&b, &["token", "list", "--json"]))).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], id.as_str());
+    stdout(&ctl(&b, &["token", "revoke", &id]));
+    for d in [&a, &b] {
+        assert_eq!(with_token(d, &token).status, 401, "revoked everywhere");
+    }
+
+    // A one-time login code redeemed on A and B at the same moment: exactly one session.
+    for _ in 0..3 {
+        let code = stdout(&ctl(&a, &["user", "login-code", "ann"]))
+            .trim()
+            .to_string();
+        let barrier = Barrier::new(2);
+        let (x, y) = std::thread::scope(|s| {
+            let x = s.spawn(|| {
+                barrier.wait();
+                redeem_login_code(&a, &code).status
+            });
+            let y = s.spawn(|| {
+                barrier.wait();
+                redeem_login_code(&b, &code).status
+            });
+            (x.join().unwrap(), y.join().unwrap())
+        });
+        let mut statuses = [x, y];
+        statuses.sort();
+        assert_eq!(statuses, [200, 401], "exactly one redemption wins");
+    }
+
+    // `sessions revoke` ends sessions made on either instance, on both.
+    let (on_a, on_b) = (session_cookie(&a), session_cookie(&b));
+    assert_eq!(forward_auth(&b, Some(&on_a)).status, 200);
+    let n: u32 = stdout(&ctl(&a, &["sessions", "revoke", "ann"]))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(n >= 2, "{n}");
+    for d in [&a, &b] {
+        for c in [&on_a, &on_b] {
+            assert_eq!(forward_auth(d, Some(c)).status, 401);
+        }
+    }
 }
