@@ -45,7 +45,7 @@ pub fn password_fingerprint(digest_text: &str) -> u64 {
     u64::from_le_bytes(b)
 }
 
-fn regulated(cfg: &RegulationConfig, kind: BanKind) -> bool {
+pub(crate) fn regulated(cfg: &RegulationConfig, kind: BanKind) -> bool {
     cfg.max_retries > 0 && cfg.modes.iter().any(|m| m == kind.as_str())
 }
 

@@ -166,16 +166,28 @@ fn spawn_user_change_revoker(state: &AppState) {
         while rx.changed().await.is_ok() {
             let after = st.users.snapshot();
             for old in before.iter() {
-                let (gone, disabled_or_deleted) = match after.get(&old.name) {
-                    None => (true, true),
+                // `Some(fingerprint)`: a new password (sessions bound to it stay, e.g. the
+                // one that changed it from the portal); `None`: deleted or disabled.
+                let (gone, keep, disabled_or_deleted) = match after.get(&old.name) {
+                    None => (true, None, true),
+                    Some(new) if new.disabled => (true, None, true),
                     Some(new) => (
-                        new.disabled || new.password_text != old.password_text,
-                        new.disabled,
+                        new.password_text != old.password_text,
+                        Some(crate::auth::password_fingerprint(&new.password_text)),
+                        false,
                     ),
                 };
                 if gone && !old.disabled {
-                    let sessions = st.store.delete_user_sessions(&old.name).await.unwrap_or(0);
+                    let sessions = match keep {
+                        Some(fp) => st.store.delete_stale_sessions(&old.name, fp).await,
+                        None => st.store.delete_user_sessions(&old.name).await,
+                    }
+                    .unwrap_or(0);
                     let tokens = st.store.revoke_user_tokens(&old.name).await.unwrap_or(0);
+                    if after.get(&old.name).is_none() {
+                        // A user made again under the same name must not inherit these.
+                        forget_second_factors(&st, &old.name).await;
+                    }
                     tracing::info!(target: "audit", event = "user_change", user = %old.name, sessions, tokens, "password changed, disabled or deleted: sessions and tokens ended");
                 }
                 if disabled_or_deleted {
@@ -215,6 +227,15 @@ async fn revoke_orphan_api_tokens(st: &AppState, users: &crate::users::UsersDb) 
             .unwrap_or(0);
         tracing::info!(target: "audit", event = "user_change", user = %owner, api_tokens = n, "user disabled or deleted: API tokens revoked");
     }
+}
+
+/// Removes a deleted user's TOTP registration and passkeys.
+async fn forget_second_factors(st: &AppState, username: &str) {
+    let _ = st.store.delete_totp(username).await;
+    for p in st.store.passkeys(username).await.unwrap_or_default() {
+        let _ = st.store.delete_passkey(username, &p.credential_id).await;
+    }
+    tracing::info!(target: "audit", event = "user_change", user = %username, "deleted user: second factors removed");
 }
 
 /// Ends expired sessions every few minutes (the hot path already ignores them).

@@ -17,6 +17,7 @@ pub mod login_code;
 pub mod metrics;
 pub mod oidc;
 pub mod reload;
+pub mod second_factor;
 pub mod secret;
 pub mod site;
 pub mod store;

@@ -7,7 +7,11 @@
 // downloads a browser: executablePath is always given.
 //
 // ops: goto {url} | fill {selector, value} | check {selector} | click {selector} (waits for the
-//      navigation it causes) | cookies
+//      navigation it causes) | press {selector, wait} (clicks, waits for `wait` to be visible, no
+//      navigation expected) | cookies | authenticator (adds a CDP virtual WebAuthn authenticator:
+//      ctap2, internal, resident keys, user verification) | credentials (what it holds)
+// `spki` (optional): public-key hashes whose certificates count as valid (WebAuthn refuses pages
+// with certificate errors, so `--ignore-certificate-errors` alone is not enough for it).
 // A navigation step reports: url (after redirects), status, title, body (innerText), alert (text of
 // [role=alert], if any) and the redirects the main request went through.
 import fs from 'node:fs';
@@ -25,6 +29,7 @@ const browser = await chromium.launch({
     '--disable-features=HttpsUpgrades',
     '--host-resolver-rules=MAP *.halos.test 127.0.0.1, MAP halos.test 127.0.0.1',
     '--ignore-certificate-errors',
+    ...(spec.spki ? [`--ignore-certificate-errors-spki-list=${spec.spki.join(',')}`] : []),
   ],
   timeout: 30000,
 });
@@ -59,6 +64,8 @@ try {
       if (scenario.cookies && scenario.cookies.length) await context.addCookies(scenario.cookies);
       const page = await context.newPage();
       page.setDefaultTimeout(15000);
+      let cdp = null;
+      let authenticatorId = null;
       for (const [i, step] of scenario.steps.entries()) {
         let out = { scenario: s, step: i, op: step.op };
         switch (step.op) {
@@ -81,9 +88,34 @@ try {
             out = { ...out, ...(await snapshot(page, response)) };
             break;
           }
+          case 'press': {
+            await page.click(step.selector);
+            await page.locator(step.wait).first().waitFor({ state: 'visible' });
+            out = { ...out, ...(await snapshot(page, null)) };
+            break;
+          }
           case 'cookies':
             out.cookies = await context.cookies();
             break;
+          case 'authenticator': {
+            cdp = await context.newCDPSession(page);
+            await cdp.send('WebAuthn.enable');
+            const r = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+              options: {
+                protocol: 'ctap2', transport: 'internal', hasResidentKey: true,
+                hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true,
+              },
+            });
+            authenticatorId = r.authenticatorId;
+            break;
+          }
+          case 'credentials': {
+            const r = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
+            out.credentials = r.credentials.map((c) => ({
+              rpId: c.rpId, isResidentCredential: c.isResidentCredential, signCount: c.signCount,
+            }));
+            break;
+          }
           default:
             throw new Error(`unknown op ${step.op}`);
         }

@@ -44,7 +44,8 @@ IDENTITY_HEADERS = ("Remote-User", "Remote-Groups", "Remote-Email", "Remote-Name
 
 # Hosts every proxy serves: `halos.test/sso/*` goes to the daemon, everything else to the upstream
 # behind forward auth.
-APP_HOSTS = ("app.halos.test", "admin.halos.test", "public.halos.test", "halos.test")
+APP_HOSTS = ("app.halos.test", "admin.halos.test", "public.halos.test", "secure.halos.test",
+             "halos.test")
 
 READY_TIMEOUT = 30.0
 
@@ -172,6 +173,8 @@ ACCESS_RULES = """\
       policy: one_factor
     - domain: admin.halos.test
       policy: deny
+    - domain: secure.halos.test
+      policy: two_factor
 """
 
 
@@ -891,13 +894,31 @@ class Stack:
 # Chromium through playwright-core (Debian's /usr/bin/chromium, never a downloaded browser)
 # ----------------------------------------------------------------------------------------
 
-def run_browser(scenarios: list[dict], timeout: float = 120) -> list[dict]:
+def spki_hash(cert: pathlib.Path) -> str:
+    """Base64 SHA-256 of a certificate's public key, for Chromium's
+    `--ignore-certificate-errors-spki-list` (which, unlike `--ignore-certificate-errors`, makes
+    the page count as error-free: WebAuthn refuses pages with certificate errors)."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    c = x509.load_pem_x509_certificate(cert.read_bytes())
+    spki = c.public_key().public_bytes(serialization.Encoding.DER,
+                                       serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def run_browser(scenarios: list[dict], timeout: float = 120, trust: Certs | None = None) -> list[dict]:
     """Runs `tests/browser/steps.mjs`: each scenario ({"cookies": [...], "steps": [...]}) in a fresh
-    context of one Chromium. Returns, per scenario, {"steps": [results], "error": str | None}."""
+    context of one Chromium. Returns, per scenario, {"steps": [results], "error": str | None}.
+    `trust`: certificates the browser accepts as valid."""
     script = BROWSER_DIR / "steps.mjs"
     assert (BROWSER_DIR / "node_modules" / "playwright-core").is_dir(), \
         "playwright-core missing: (cd tests/browser && npm ci) — tests/run.sh does it"
     spec = {"chromium": CHROMIUM, "scenarios": scenarios}
+    if trust is not None:
+        spec["spki"] = [spki_hash(trust.cert)]
     env = _clean_env(PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")
     p = subprocess.run(["node", str(script)], input=json.dumps(spec), capture_output=True,
                        text=True, timeout=timeout, env=env, cwd=BROWSER_DIR)

@@ -14,7 +14,7 @@ use url::Url;
 
 use super::AppState;
 use super::request::{client_ip, header as hdr, is_browser, is_trusted};
-use super::session::{SessionUser, lookup_session};
+use super::session::{SessionUser, try_current_session};
 use crate::auth::{Attempt, LoginError, first_factor};
 use crate::authz::access::{AccessRequest, Subject};
 use crate::config::{IdentityHeaders, Policy};
@@ -431,7 +431,7 @@ async fn decide(
         }
     }
     let session: Option<SessionUser> = if basic.is_none() {
-        match lookup_session(&st, &headers, cd).await {
+        match try_current_session(&st, &headers, cd).await {
             Ok(s) => s,
             // Fail closed: without the store nobody is let through (the store logs why).
             Err(_) => {

@@ -20,7 +20,7 @@ use super::portal::{
     cookie_domain, csrf_cookie, csrf_token, render, same_site_request, see_other, unknown_host,
 };
 use super::request::client_ip;
-use super::session::{current_session, start_session};
+use super::session::{NewSession, current_session, start_session};
 use crate::login_code::{LoginCodeError, redeem};
 use crate::site::CookieDomain;
 use crate::store::AuthLevel;
@@ -84,16 +84,13 @@ async fn sign_in(
     st.metrics.login(user.is_ok());
     let user = user?;
     let previous = current_session(st, headers, cd).await.map(|s| s.session);
-    let cookie = start_session(
-        st,
-        cd,
-        &user,
-        AuthLevel::OneFactor,
-        false,
-        vec!["code".into()],
-        previous.as_deref(),
-    )
-    .await?;
+    let login = NewSession {
+        level: AuthLevel::OneFactor,
+        remember_me: false,
+        amr: vec!["code".into()],
+        must_change_password: false,
+    };
+    let cookie = start_session(st, cd, &user, login, previous.as_deref()).await?;
     Ok((settings_url(cd), cookie))
 }
 

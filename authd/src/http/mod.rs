@@ -7,9 +7,12 @@ pub mod authz;
 pub mod error;
 pub mod login_code;
 pub mod oidc;
+pub mod passkeys;
 pub mod portal;
 pub mod request;
+pub mod second_factor;
 pub mod session;
+pub mod settings;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -83,6 +86,10 @@ pub mod paths {
     pub const LOGIN_FORM: &str = "/login";
     pub const LOGIN_CODE_FORM: &str = "/login-code";
     pub const LOGIN_CODE_API: &str = "/api/logincode";
+    pub const SECOND_FACTOR_TOTP: &str = "/api/secondfactor/totp";
+    pub const TOTP_FORM: &str = "/login/totp";
+    pub const CHANGE_PASSWORD: &str = "/password/change";
+    pub const SETTINGS: &str = "/settings";
 }
 
 pub fn router(state: AppState) -> Router {
@@ -110,6 +117,30 @@ pub fn router(state: AppState) -> Router {
             get(login_code::form_page).post(login_code::form_submit),
         )
         .route(paths::LOGIN_CODE_API, post(login_code::api))
+        .route(paths::SECOND_FACTOR_TOTP, post(second_factor::api_totp))
+        .route(paths::TOTP_FORM, post(second_factor::totp_form))
+        .route(
+            paths::CHANGE_PASSWORD,
+            get(second_factor::change_password_page).post(second_factor::change_password_form),
+        )
+        .route(paths::SETTINGS, get(settings::settings_page))
+        .route("/settings/reauth", post(settings::reauth))
+        .route("/settings/totp/start", post(settings::totp_start))
+        .route("/settings/totp/confirm", post(settings::totp_confirm))
+        .route("/settings/totp/delete", post(settings::totp_delete))
+        .route("/settings/password", post(settings::password))
+        .route("/settings/passkeys/delete", post(passkeys::delete))
+        .route(
+            "/api/webauthn/register/start",
+            post(passkeys::register_start),
+        )
+        .route(
+            "/api/webauthn/register/finish",
+            post(passkeys::register_finish),
+        )
+        .route("/api/webauthn/login/start", post(passkeys::login_start))
+        .route("/api/webauthn/login/finish", post(passkeys::login_finish))
+        .route("/static/webauthn.js", get(passkeys::script))
         .route("/", get(portal::portal))
         .route("/static/portal.css", get(portal::stylesheet))
         .route(

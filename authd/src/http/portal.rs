@@ -15,10 +15,13 @@ use url::Url;
 use super::AppState;
 use super::error::WebError;
 use super::request::{client_ip, cookies, header as hdr, request_host};
-use super::session::{SessionUser, clear_cookie, current_session, start_session};
+use super::session::{
+    NewSession, SessionUser, clear_cookie, current_session, pending_session, start_session,
+};
 use crate::auth::{Attempt, LoginError, first_factor};
 use crate::authz::access::{AccessRequest, Subject};
 use crate::config::Policy;
+use crate::second_factor::is_default_password;
 use crate::site::CookieDomain;
 use crate::store::{AuthLevel, Store};
 use crate::users::User;
@@ -120,25 +123,34 @@ pub fn message(
     )
 }
 
-/// Where a successful login at `level` may send the browser: the target when it is safe
-/// and the level suffices, else the domain's default, else nowhere (stay on the portal).
-fn login_redirect(
+/// The policy `url` needs from `user`: its access rule, or for our own OIDC authorization
+/// endpoint, the client's `authorization_policy` (so a portal login knows when an OIDC
+/// client still needs a second factor).
+pub(super) fn target_policy(
     st: &AppState,
-    cd: &CookieDomain,
     user: &User,
-    level: AuthLevel,
-    target: Option<&str>,
+    url: &Url,
     client: std::net::IpAddr,
-) -> Option<Url> {
-    let site = st.site();
-    if let Some(t) = target.filter(|t| !t.is_empty()) {
-        let url = site.redirects.check(t)?;
-        let host = url.host_str().unwrap_or_default().to_string();
-        let path = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        };
-        let need = site.access.check(
+) -> Policy {
+    if url.path().ends_with(crate::oidc::paths::AUTHORIZATION)
+        && let Some((_, id)) = url.query_pairs().find(|(k, _)| k == "client_id")
+        && st
+            .oidc
+            .registry
+            .load()
+            .get(&id)
+            .is_some_and(|c| c.authorization_policy == Policy::TwoFactor)
+    {
+        return Policy::TwoFactor;
+    }
+    let host = url.host_str().unwrap_or_default().to_string();
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    st.site()
+        .access
+        .check(
             &AccessRequest {
                 host: &host,
                 path: &path,
@@ -149,8 +161,38 @@ fn login_redirect(
                 username: &user.name,
                 groups: &user.groups,
             }),
-        );
-        return match need.policy {
+        )
+        .policy
+}
+
+/// Whether a session at `level` still needs a second factor for the (safe) `target`.
+pub(super) fn needs_second_factor(
+    st: &AppState,
+    user: &User,
+    level: AuthLevel,
+    target: Option<&str>,
+    client: std::net::IpAddr,
+) -> bool {
+    level < AuthLevel::TwoFactor
+        && target
+            .filter(|t| !t.is_empty())
+            .and_then(|t| st.site().redirects.check(t))
+            .is_some_and(|url| target_policy(st, user, &url, client) == Policy::TwoFactor)
+}
+
+/// Where a successful login at `level` may send the browser: the target when it is safe
+/// and the level suffices, else the domain's default, else nowhere (stay on the portal).
+pub(super) fn login_redirect(
+    st: &AppState,
+    cd: &CookieDomain,
+    user: &User,
+    level: AuthLevel,
+    target: Option<&str>,
+    client: std::net::IpAddr,
+) -> Option<Url> {
+    if let Some(t) = target.filter(|t| !t.is_empty()) {
+        let url = st.site().redirects.check(t)?;
+        return match target_policy(st, user, &url, client) {
             Policy::Bypass | Policy::OneFactor => Some(url),
             Policy::TwoFactor if level >= AuthLevel::TwoFactor => Some(url),
             _ => None,
@@ -159,12 +201,22 @@ fn login_redirect(
     cd.default_redirect.clone()
 }
 
+/// The portal page a step of the login continues on (`path` relative to the portal),
+/// carrying the target along.
+pub(super) fn portal_step(cd: &CookieDomain, path: &str, rd: &str) -> String {
+    let mut u = cd.portal.join(path).unwrap_or_else(|_| cd.portal.clone());
+    if !rd.is_empty() {
+        u.query_pairs_mut().append_pair("rd", rd);
+    }
+    u.to_string()
+}
+
 #[derive(Debug, Deserialize, Default)]
 pub struct PortalQuery {
-    rd: Option<String>,
-    rm: Option<String>,
+    pub rd: Option<String>,
+    pub rm: Option<String>,
     /// `login`: ask for credentials even with a session (OIDC `prompt=login`, `max_age`).
-    prompt: Option<String>,
+    pub prompt: Option<String>,
 }
 
 pub(super) fn csrf_token(headers: &HeaderMap) -> Option<String> {
@@ -222,6 +274,7 @@ fn login_page(
             site_name => "HaLOS", prefix => st.config().path_prefix(), csrf => token,
             rd => rd, rm => rm, username => username, error => error,
             username_logged_in => logged_in,
+            passkey_login => !st.config().webauthn.disable && st.config().webauthn.enable_passkey_login,
         },
     );
     if fresh {
@@ -245,9 +298,26 @@ pub async fn portal(
     let rm = q.rm.as_deref().unwrap_or("GET");
     let force_login = q.prompt.as_deref() == Some("login");
     if !force_login
+        && let Some(p) = pending_session(&st, &headers, &cd).await
+        && p.session.must_change_password
+    {
+        return see_other(&portal_step(&cd, "password/change", rd), StatusCode::FOUND);
+    }
+    if !force_login
         && let Some(SessionUser { session, user }) = current_session(&st, &headers, &cd).await
     {
         let ip = client_ip(&peer, &headers, &st.config().server.trusted_proxies);
+        if needs_second_factor(&st, &user, session.level, Some(rd), ip) {
+            return super::second_factor::second_factor_page(
+                &st,
+                &headers,
+                StatusCode::OK,
+                &user,
+                rd,
+                None,
+            )
+            .await;
+        }
         if !rd.is_empty()
             && let Some(url) = login_redirect(&st, &cd, &user, session.level, Some(rd), ip)
         {
@@ -341,11 +411,17 @@ pub async fn login_form(
     )
     .await
     {
-        Ok((user, cookie)) => {
+        Ok((user, cookie, must_change)) => {
             let ip = client_ip(&peer, &headers, &st.config().server.trusted_proxies);
-            let next = login_redirect(&st, &cd, &user, AuthLevel::OneFactor, Some(&f.rd), ip)
-                .map(|u| u.to_string())
-                .unwrap_or_else(|| cd.portal.to_string());
+            let next = if must_change {
+                portal_step(&cd, "password/change", &f.rd)
+            } else if needs_second_factor(&st, &user, AuthLevel::OneFactor, Some(&f.rd), ip) {
+                portal_step(&cd, "", &f.rd)
+            } else {
+                login_redirect(&st, &cd, &user, AuthLevel::OneFactor, Some(&f.rd), ip)
+                    .map(|u| u.to_string())
+                    .unwrap_or_else(|| cd.portal.to_string())
+            };
             let mut r = see_other(&next, StatusCode::SEE_OTHER);
             r.headers_mut().append(header::SET_COOKIE, cookie);
             r
@@ -392,7 +468,7 @@ async fn do_login(
     username: &str,
     password: &str,
     remember: bool,
-) -> Result<(std::sync::Arc<User>, HeaderValue), LoginError> {
+) -> Result<(std::sync::Arc<User>, HeaderValue, bool), LoginError> {
     if username.len() > 256 || password.len() > 1024 {
         return Err(LoginError::Failed);
     }
@@ -410,18 +486,21 @@ async fn do_login(
         Err(_) => st.metrics.login(false),
     }
     let user = result?;
-    let previous = current_session(st, headers, cd).await.map(|s| s.session);
-    let cookie = start_session(
-        st,
-        cd,
-        &user,
-        AuthLevel::OneFactor,
-        remember,
-        vec!["pwd".into()],
-        previous.as_deref(),
-    )
-    .await?;
-    Ok((user, cookie))
+    // The plaintext that just verified is compared with the documented default: no
+    // extra hash, and the session cannot be used until the password is changed.
+    let must_change = is_default_password(password);
+    if must_change {
+        tracing::info!(target: "audit", event = "default_password", user = %user.name, "login with the default password: change required");
+    }
+    let previous = pending_session(st, headers, cd).await.map(|s| s.session);
+    let login = NewSession {
+        level: AuthLevel::OneFactor,
+        remember_me: remember,
+        amr: vec!["pwd".into()],
+        must_change_password: must_change,
+    };
+    let cookie = start_session(st, cd, &user, login, previous.as_deref()).await?;
+    Ok((user, cookie, must_change))
 }
 
 #[derive(Debug, Deserialize)]
@@ -438,7 +517,7 @@ pub struct FirstFactorBody {
     request_method: Option<String>,
 }
 
-fn ko_auth() -> Response {
+pub(super) fn ko_auth() -> Response {
     WebError::AuthenticationFailed.into_response()
 }
 
@@ -466,18 +545,20 @@ pub async fn api_firstfactor(
     )
     .await
     {
-        Ok((user, cookie)) => {
+        Ok((user, cookie, must_change)) => {
             let ip = client_ip(&peer, &headers, &st.config().server.trusted_proxies);
-            let body = match login_redirect(
-                &st,
-                &cd,
-                &user,
-                AuthLevel::OneFactor,
-                b.target_url.as_deref(),
-                ip,
-            ) {
-                Some(u) => json!({"status": "OK", "data": {"redirect": u.as_str()}}),
-                None => json!({"status": "OK"}),
+            let target = b.target_url.as_deref();
+            let body = if must_change {
+                let page = portal_step(&cd, "password/change", target.unwrap_or(""));
+                json!({"status": "OK", "data": {"redirect": page}})
+            } else if needs_second_factor(&st, &user, AuthLevel::OneFactor, target, ip) {
+                // As Authelia: no redirect yet, the second factor comes first.
+                json!({"status": "OK"})
+            } else {
+                match login_redirect(&st, &cd, &user, AuthLevel::OneFactor, target, ip) {
+                    Some(u) => json!({"status": "OK", "data": {"redirect": u.as_str()}}),
+                    None => json!({"status": "OK"}),
+                }
             };
             let mut r = Json(body).into_response();
             r.headers_mut().append(header::SET_COOKIE, cookie);
@@ -622,6 +703,18 @@ pub fn templates() -> minijinja::Environment<'static> {
             "login_code.html",
             include_str!("../../templates/login_code.html"),
         ),
+        (
+            "second_factor.html",
+            include_str!("../../templates/second_factor.html"),
+        ),
+        (
+            "change_password.html",
+            include_str!("../../templates/change_password.html"),
+        ),
+        (
+            "settings.html",
+            include_str!("../../templates/settings.html"),
+        ),
     ] {
         // Embedded at build time; a syntax error is caught by the unit test below.
         if let Err(e) = env.add_template(name, src) {
@@ -644,6 +737,7 @@ mod tests {
             .render(minijinja::context! {
                 site_name => "HaLOS", prefix => "/sso", csrf => "t", rd => "\"><script>x</script>", rm => "GET",
                 username => "", error => None::<String>, username_logged_in => None::<String>,
+                passkey_login => true,
             })
             .unwrap();
         assert!(html.contains("name=\"username\"") && html.contains("name=\"password\""));
@@ -655,5 +749,37 @@ mod tests {
             .render(minijinja::context! { site_name => "HaLOS", prefix => "/sso", title => "t", kind => "error", message => "<b>", link => None::<String>, link_text => "" })
             .unwrap();
         assert!(msg.contains("role=\"alert\"") && msg.contains("&lt;b&gt;"));
+        let base = minijinja::context! { site_name => "HaLOS", prefix => "/sso", csrf => "t" };
+        let tf = env
+            .get_template("second_factor.html")
+            .unwrap()
+            .render(minijinja::context! { username => "ann", rd => "", error => None::<String>, has_totp => true, has_passkeys => true, ..base.clone() })
+            .unwrap();
+        assert!(
+            tf.contains("name=\"code\"")
+                && tf.contains("id=\"verify\"")
+                && tf.contains("id=\"passkey-sign-in\"")
+        );
+        let cp = env
+            .get_template("change_password.html")
+            .unwrap()
+            .render(minijinja::context! { username => "ann", rd => "", error => Some("weak"), ..base.clone() })
+            .unwrap();
+        assert!(cp.contains("role=\"alert\"") && cp.contains("name=\"new_password\""));
+        let enrol = minijinja::context! { uri => "otpauth://totp/x", qr => "data:image/svg+xml;base64,AA", secret => "ABC" };
+        let st = env
+            .get_template("settings.html")
+            .unwrap()
+            .render(minijinja::context! {
+                username => "ann", recent => true, notice => None::<String>, error => None::<String>,
+                enrol => Some(enrol), totp => None::<String>, totp_enabled => true, webauthn_enabled => true,
+                passkeys => vec![minijinja::context! { id => "c1", name => "Phone" }], ..base
+            })
+            .unwrap();
+        assert!(
+            st.contains("id=\"passkey-register\"")
+                && st.contains("id=\"totp-uri\"")
+                && st.contains("Phone")
+        );
     }
 }

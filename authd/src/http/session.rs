@@ -34,8 +34,31 @@ pub fn session_alive(cfg: &SessionConfig, s: &Session, now: i64) -> bool {
 }
 
 /// The session the request's cookie names, if it is valid for `cd`; a store failure counts
-/// as no session (pages then ask to sign in, and signing in reports the failure).
+/// as no session (pages then ask to sign in, and signing in reports the failure). A session
+/// that must first change the default password counts as no session (see [`pending_session`]).
 pub async fn current_session(
+    st: &AppState,
+    headers: &HeaderMap,
+    cd: &CookieDomain,
+) -> Option<SessionUser> {
+    try_current_session(st, headers, cd).await.ok().flatten()
+}
+
+/// Like [`current_session`], but a store failure is an error rather than no session:
+/// forward auth fails closed on it.
+pub async fn try_current_session(
+    st: &AppState,
+    headers: &HeaderMap,
+    cd: &CookieDomain,
+) -> Result<Option<SessionUser>, crate::store::StoreError> {
+    Ok(lookup_session(st, headers, cd)
+        .await?
+        .filter(|s| !s.session.must_change_password))
+}
+
+/// Like [`current_session`], including one that must change the default password: only
+/// the password change page uses it.
+pub async fn pending_session(
     st: &AppState,
     headers: &HeaderMap,
     cd: &CookieDomain,
@@ -43,10 +66,9 @@ pub async fn current_session(
     lookup_session(st, headers, cd).await.ok().flatten()
 }
 
-/// The session the request's cookie names, if it is valid for `cd`, or the store's error
-/// (forward auth fails closed on it). A session whose user was deleted, disabled or
-/// changed password is ended here.
-pub async fn lookup_session(
+/// The session the request's cookie names, if it is valid for `cd`, or the store's error.
+/// A session whose user was deleted, disabled or changed password is ended here.
+async fn lookup_session(
     st: &AppState,
     headers: &HeaderMap,
     cd: &CookieDomain,
@@ -80,17 +102,32 @@ pub async fn lookup_session(
     Ok(None)
 }
 
-/// Creates a session for `user` at `level` and returns the `Set-Cookie` value.
+/// What a login step established.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub level: AuthLevel,
+    pub remember_me: bool,
+    /// RFC 8176 methods (`pwd`, `hwk`, …).
+    pub amr: Vec<String>,
+    /// Logged in with the default password: only the change page accepts the session.
+    pub must_change_password: bool,
+}
+
+/// Creates a session for `user` and returns the `Set-Cookie` value.
 /// A fresh id every time: a session id never survives a login step (no fixation).
 pub async fn start_session(
     st: &AppState,
     cd: &CookieDomain,
     user: &User,
-    level: AuthLevel,
-    remember_me: bool,
-    amr: Vec<String>,
+    login: NewSession,
     previous: Option<&Session>,
 ) -> Result<HeaderValue, crate::store::StoreError> {
+    let NewSession {
+        level,
+        remember_me,
+        amr,
+        must_change_password,
+    } = login;
     let now = st.clock.now();
     if let Some(p) = previous {
         st.store.delete_session(&p.key).await?;
@@ -106,12 +143,52 @@ pub async fn start_session(
         last_activity: now,
         remember_me,
         auth_time: now,
+        reauth_at: if amr.iter().any(|m| m == "pwd") {
+            now
+        } else {
+            0
+        },
         amr,
         pw_fingerprint: password_fingerprint(&user.password_text),
+        must_change_password,
     };
     st.store.save_session(session).await?;
     let max_age = remember_me.then(|| st.config().session.remember_me.as_secs());
     Ok(set_cookie(cd, &id, max_age))
+}
+
+/// Replaces `previous` by a session with a fresh id (no fixation) carrying its fields
+/// as changed by `change`, re-bound to `user`'s current password. Returns the cookie
+/// and the new session.
+pub async fn reissue_session(
+    st: &AppState,
+    cd: &CookieDomain,
+    user: &User,
+    previous: &Session,
+    change: impl FnOnce(&mut Session),
+) -> Result<(HeaderValue, Arc<Session>), crate::store::StoreError> {
+    st.store.delete_session(&previous.key).await?;
+    let id = new_session_id();
+    let key = session_key(&id).ok_or(crate::store::StoreError::Unavailable)?;
+    let mut session = previous.clone();
+    session.key = key;
+    session.last_activity = st.clock.now();
+    session.pw_fingerprint = password_fingerprint(&user.password_text);
+    change(&mut session);
+    let max_age = session
+        .remember_me
+        .then(|| st.config().session.remember_me.as_secs());
+    st.store.save_session(session.clone()).await?;
+    Ok((set_cookie(cd, &id, max_age), Arc::new(session)))
+}
+
+/// Adds authentication methods to a session's `amr`, keeping it free of duplicates.
+pub fn add_amr(amr: &mut Vec<String>, methods: &[&str]) {
+    for m in methods {
+        if !amr.iter().any(|a| a == m) {
+            amr.push((*m).to_string());
+        }
+    }
 }
 
 /// `Set-Cookie` for the session id (or, with an empty id and `Some(0)`, its removal).
@@ -149,6 +226,8 @@ mod tests {
             auth_time: 1000,
             amr: vec![],
             pw_fingerprint: 0,
+            reauth_at: 0,
+            must_change_password: false,
         }
     }
 

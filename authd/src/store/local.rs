@@ -26,8 +26,20 @@ use super::{
     ApiToken, AuthLevel, BanKind, Consent, LoginCode, Redemption, Rotation, Session, SessionKey,
     Store, StoreError, StoredCode, TokenHash, TokenRecord,
 };
+use super::{PasskeyRecord, StepUse, TotpRecord};
 
 pub const TOUCH_PERSIST_AFTER: i64 = 60;
+
+/// Ceremonies kept at most; the oldest go first.
+const MAX_CEREMONIES: i64 = 10_000;
+
+/// Session fields added after the first schema, kept in the `data` JSON column.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+struct SessionExtra {
+    reauth_at: i64,
+    must_change_password: bool,
+}
 
 pub struct LocalStore {
     pub db: Db,
@@ -91,11 +103,12 @@ impl std::fmt::Debug for LocalStore {
 fn read_sessions(db: &Db) -> Result<HashMap<SessionKey, Arc<Session>>, StoreError> {
     db.call_blocking(|c| {
         let mut st = c.prepare(
-            "SELECT key, username, level, cookie_domain, created, last_activity, remember_me, auth_time, amr, pw_fingerprint FROM sessions",
+            "SELECT key, username, level, cookie_domain, created, last_activity, remember_me, auth_time, amr, pw_fingerprint, data FROM sessions",
         )?;
         let rows = st.query_map([], |r| {
             let key: Vec<u8> = r.get(0)?;
             let amr: String = r.get(8)?;
+            let extra: SessionExtra = serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default();
             Ok((
                 key,
                 Session {
@@ -109,6 +122,8 @@ fn read_sessions(db: &Db) -> Result<HashMap<SessionKey, Arc<Session>>, StoreErro
                     auth_time: r.get(7)?,
                     amr: amr.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
                     pw_fingerprint: r.get::<_, i64>(9)? as u64,
+                    reauth_at: extra.reauth_at,
+                    must_change_password: extra.must_change_password,
                 },
             ))
         })?;
@@ -291,8 +306,8 @@ impl LocalStore {
         let s = s.clone();
         self.db.exec("save session", move |c| {
             c.execute(
-                "INSERT OR REPLACE INTO sessions (key, username, level, cookie_domain, created, last_activity, remember_me, auth_time, amr, pw_fingerprint)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT OR REPLACE INTO sessions (key, username, level, cookie_domain, created, last_activity, remember_me, auth_time, amr, pw_fingerprint, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     s.key.as_slice(),
                     s.username,
@@ -303,7 +318,11 @@ impl LocalStore {
                     s.remember_me as i64,
                     s.auth_time,
                     s.amr.join(","),
-                    s.pw_fingerprint as i64
+                    s.pw_fingerprint as i64,
+                    to_json(&SessionExtra {
+                        reauth_at: s.reauth_at,
+                        must_change_password: s.must_change_password,
+                    })?
                 ],
             )?;
             Ok(())
@@ -377,6 +396,173 @@ fn revoke_where(
 }
 
 impl Store for LocalStore {
+    async fn totp(&self, username: &str) -> Result<Option<TotpRecord>, StoreError> {
+        let user = username.to_string();
+        self.db
+            .call(move |c| {
+                let row: Option<(String, i64)> = c
+                    .query_row(
+                        "SELECT data, last_used_step FROM totp WHERE username = ?1",
+                        params![user],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                row.map(|(d, step)| {
+                    let mut t: TotpRecord = from_json(&d)?;
+                    t.last_used_step = step as u64;
+                    Ok(t)
+                })
+                .transpose()
+            })
+            .await
+    }
+
+    async fn save_totp(&self, username: &str, record: TotpRecord) -> Result<(), StoreError> {
+        let user = username.to_string();
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO totp (username, data, last_used_step) VALUES (?1, ?2, ?3)",
+                    params![user, to_json(&record)?, record.last_used_step as i64],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete_totp(&self, username: &str) -> Result<bool, StoreError> {
+        let user = username.to_string();
+        self.db
+            .call(move |c| {
+                Ok(c.execute("DELETE FROM totp WHERE username = ?1", params![user])? > 0)
+            })
+            .await
+    }
+
+    async fn use_totp_step(&self, username: &str, step: u64) -> Result<StepUse, StoreError> {
+        let user = username.to_string();
+        // One conditional UPDATE on the single writer thread: compare-and-set.
+        self.db
+            .call(move |c| {
+                let n = c.execute(
+                    "UPDATE totp SET last_used_step = ?2 WHERE username = ?1 AND last_used_step < ?2",
+                    params![user, step as i64],
+                )?;
+                if n > 0 {
+                    return Ok(StepUse::Accepted);
+                }
+                let exists = c
+                    .query_row("SELECT 1 FROM totp WHERE username = ?1", params![user], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                Ok(if exists { StepUse::Replayed } else { StepUse::NotEnrolled })
+            })
+            .await
+    }
+
+    async fn passkeys(&self, username: &str) -> Result<Vec<PasskeyRecord>, StoreError> {
+        let user = username.to_string();
+        self.db
+            .call(move |c| {
+                let mut st =
+                    c.prepare("SELECT data FROM passkeys WHERE username = ?1 ORDER BY rowid")?;
+                let rows = st.query_map(params![user], |r| r.get::<_, String>(0))?;
+                rows.map(|d| from_json(&d?)).collect()
+            })
+            .await
+    }
+
+    async fn passkey(&self, credential_id: &str) -> Result<Option<PasskeyRecord>, StoreError> {
+        let id = credential_id.to_string();
+        self.db
+            .call(move |c| {
+                let d: Option<String> = c
+                    .query_row(
+                        "SELECT data FROM passkeys WHERE credential_id = ?1",
+                        params![id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                d.map(|d| from_json(&d)).transpose()
+            })
+            .await
+    }
+
+    async fn save_passkey(&self, record: PasskeyRecord) -> Result<(), StoreError> {
+        self.db
+            .call(move |c| {
+                // An update keeps the row (and so the list order); a new id is appended.
+                let n = c.execute(
+                    "UPDATE passkeys SET data = ?3 WHERE credential_id = ?1 AND username = ?2",
+                    params![record.credential_id, record.username, to_json(&record)?],
+                )?;
+                if n == 0 {
+                    c.execute(
+                        "INSERT INTO passkeys (credential_id, username, data) VALUES (?1, ?2, ?3)",
+                        params![record.credential_id, record.username, to_json(&record)?],
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete_passkey(
+        &self,
+        username: &str,
+        credential_id: &str,
+    ) -> Result<bool, StoreError> {
+        let (user, id) = (username.to_string(), credential_id.to_string());
+        self.db
+            .call(move |c| {
+                Ok(c.execute(
+                    "DELETE FROM passkeys WHERE credential_id = ?1 AND username = ?2",
+                    params![id, user],
+                )? > 0)
+            })
+            .await
+    }
+
+    async fn put_ceremony(&self, key: &str, data: String, expires: i64) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO ceremonies (key, data, expires) VALUES (?1, ?2, ?3)",
+                    params![key, data, expires],
+                )?;
+                // Ceremonies last minutes: anything an hour older than this one is over.
+                // And a flood of unauthenticated starts cannot grow the table without bound.
+                c.execute(
+                    "DELETE FROM ceremonies WHERE expires < ?1",
+                    params![expires - 3_600],
+                )?;
+                c.execute(
+                    "DELETE FROM ceremonies WHERE key IN (SELECT key FROM ceremonies ORDER BY expires, rowid
+                     LIMIT max(0, (SELECT count(*) FROM ceremonies) - ?1))",
+                    params![MAX_CEREMONIES],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn take_ceremony(&self, key: &str, now: i64) -> Result<Option<String>, StoreError> {
+        let key = key.to_string();
+        self.db
+            .call(move |c| {
+                let row: Option<(String, i64)> = c
+                    .query_row(
+                        "DELETE FROM ceremonies WHERE key = ?1 RETURNING data, expires",
+                        params![key],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                Ok(row.filter(|(_, exp)| now < *exp).map(|(d, _)| d))
+            })
+            .await
+    }
+
     async fn api_token(&self, id: &str) -> Result<Option<Arc<ApiToken>>, StoreError> {
         Ok(self
             .api_tokens
@@ -840,6 +1026,26 @@ impl Store for LocalStore {
         Ok(n.max(deleted))
     }
 
+    async fn delete_stale_sessions(&self, username: &str, keep: u64) -> Result<u32, StoreError> {
+        let n = {
+            let mut m = self.sessions.write().map_err(|_| StoreError::Unavailable)?;
+            let before = m.len();
+            m.retain(|_, s| s.username != username || s.pw_fingerprint == keep);
+            (before - m.len()) as u32
+        };
+        let user = username.to_string();
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "DELETE FROM sessions WHERE username = ?1 AND pw_fingerprint != ?2",
+                    params![user, keep as i64],
+                )
+                .map(|_| ())
+            })
+            .await?;
+        Ok(n)
+    }
+
     async fn record_failure(
         &self,
         kind: BanKind,
@@ -916,6 +1122,8 @@ mod tests {
             auth_time: 100,
             amr: vec!["pwd".into()],
             pw_fingerprint: 7,
+            reauth_at: 100,
+            must_change_password: n == 2,
         }
     }
 
@@ -1190,5 +1398,106 @@ mod tests {
             LocalStore::open(&path),
             Err(StoreError::Schema(_))
         ));
+    }
+    #[tokio::test]
+    async fn session_extras_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        {
+            let s = LocalStore::open(&path).unwrap();
+            s.save_session(session(2, "a")).await.unwrap();
+            s.db.call(|_| Ok(())).await.unwrap();
+        }
+        let s = LocalStore::open(&path).unwrap();
+        let got = s.session(&[2; 32]).await.unwrap().unwrap();
+        assert!(got.must_change_password);
+        assert_eq!(got.reauth_at, 100);
+    }
+
+    fn totp_record() -> TotpRecord {
+        TotpRecord {
+            secret_hex: "00".repeat(20),
+            algorithm: "sha1".into(),
+            digits: 6,
+            period: 30,
+            created: 1,
+            last_used_step: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn totp_step_is_compare_and_set() {
+        let s = LocalStore::with_db(Db::memory().unwrap()).unwrap();
+        assert_eq!(s.use_totp_step("a", 5).await.unwrap(), StepUse::NotEnrolled);
+        s.save_totp("a", totp_record()).await.unwrap();
+        assert_eq!(s.use_totp_step("a", 5).await.unwrap(), StepUse::Accepted);
+        assert_eq!(s.use_totp_step("a", 5).await.unwrap(), StepUse::Replayed);
+        assert_eq!(s.use_totp_step("a", 4).await.unwrap(), StepUse::Replayed);
+        assert_eq!(s.use_totp_step("a", 6).await.unwrap(), StepUse::Accepted);
+        assert_eq!(s.totp("a").await.unwrap().unwrap().last_used_step, 6);
+        assert!(s.delete_totp("a").await.unwrap());
+        assert!(s.totp("a").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn ceremonies_are_single_use_and_expire() {
+        let s = LocalStore::with_db(Db::memory().unwrap()).unwrap();
+        s.put_ceremony("k", "v".into(), 100).await.unwrap();
+        assert_eq!(
+            s.take_ceremony("k", 50).await.unwrap().as_deref(),
+            Some("v")
+        );
+        assert_eq!(s.take_ceremony("k", 50).await.unwrap(), None);
+        s.put_ceremony("k", "v".into(), 100).await.unwrap();
+        assert_eq!(s.take_ceremony("k", 100).await.unwrap(), None, "expired");
+        // Bounded: a flood keeps only the newest MAX_CEREMONIES.
+        for i in 0..(MAX_CEREMONIES + 5) {
+            s.put_ceremony(&format!("f{i}"), String::new(), 100_000 + i / 10)
+                .await
+                .unwrap();
+        }
+        let n: i64 =
+            s.db.call(|c| c.query_row("SELECT count(*) FROM ceremonies", [], |r| r.get(0)))
+                .await
+                .unwrap();
+        assert_eq!(n, MAX_CEREMONIES);
+        assert!(
+            s.take_ceremony("f0", 0).await.unwrap().is_none(),
+            "oldest dropped"
+        );
+        assert!(
+            s.take_ceremony(&format!("f{}", MAX_CEREMONIES + 4), 0)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn passkeys_per_user() {
+        let s = LocalStore::with_db(Db::memory().unwrap()).unwrap();
+        let pk = |id: &str, user: &str| PasskeyRecord {
+            credential_id: id.into(),
+            username: user.into(),
+            name: id.into(),
+            created: 1,
+            last_used: None,
+            passkey: serde_json::json!({}),
+        };
+        s.save_passkey(pk("c1", "a")).await.unwrap();
+        s.save_passkey(pk("c2", "a")).await.unwrap();
+        s.save_passkey(pk("c3", "b")).await.unwrap();
+        let ids: Vec<_> = s
+            .passkeys("a")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.credential_id)
+            .collect();
+        assert_eq!(ids, ["c1", "c2"]);
+        assert_eq!(s.passkey("c3").await.unwrap().unwrap().username, "b");
+        assert!(!s.delete_passkey("a", "c3").await.unwrap(), "not a's");
+        assert!(s.delete_passkey("a", "c1").await.unwrap());
+        assert_eq!(s.passkeys("a").await.unwrap().len(), 1);
     }
 }

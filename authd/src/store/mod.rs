@@ -6,6 +6,7 @@ pub mod api_tokens;
 pub mod grants;
 pub mod local;
 pub mod redis;
+pub mod second_factor;
 pub mod sqlite;
 
 use std::future::Future;
@@ -17,6 +18,7 @@ pub use self::redis::RedisStore;
 pub use api_tokens::{ApiToken, LoginCode};
 pub use grants::{Consent, Redemption, Rotation, StoredCode, TokenHash, TokenKind, TokenRecord};
 pub use local::LocalStore;
+pub use second_factor::{PasskeyRecord, StepUse, TotpRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -73,6 +75,14 @@ pub struct Session {
     pub amr: Vec<String>,
     /// Fingerprint of the user's password digest at login: a password change ends the session.
     pub pw_fingerprint: u64,
+    /// When the password was last entered in this session (login or re-entry on
+    /// `/settings`); sensitive settings need it to be recent. 0 = never.
+    #[serde(default)]
+    pub reauth_at: i64,
+    /// Logged in with the documented default password: nothing but the password change
+    /// page accepts this session until the password is changed.
+    #[serde(default)]
+    pub must_change_password: bool,
 }
 
 pub(crate) mod hex_key {
@@ -131,6 +141,14 @@ pub trait Store: Send + Sync + 'static {
     fn delete_user_sessions(
         &self,
         username: &str,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
+    /// Ends every session of `username` not bound to password fingerprint `keep` (after a
+    /// password change: the session that made the change, re-issued, stays); returns how many.
+    fn delete_stale_sessions(
+        &self,
+        username: &str,
+        keep: u64,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 
     /// Counts a failed login for `subject`; returns the number within `window` seconds.
@@ -253,6 +271,64 @@ pub trait Store: Send + Sync + 'static {
         &self,
         username: &str,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
+    /// The user's confirmed TOTP registration.
+    fn totp(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<Option<TotpRecord>, StoreError>> + Send;
+    /// Stores (replacing any previous) the user's TOTP registration.
+    fn save_totp(
+        &self,
+        username: &str,
+        record: TotpRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Removes it; `true` when there was one.
+    fn delete_totp(&self, username: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Atomically: when `step` is later than the registration's last used step, records
+    /// it and accepts; otherwise refuses it as a replay (compare-and-set).
+    fn use_totp_step(
+        &self,
+        username: &str,
+        step: u64,
+    ) -> impl Future<Output = Result<StepUse, StoreError>> + Send;
+
+    /// The user's passkeys, oldest first.
+    fn passkeys(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<Vec<PasskeyRecord>, StoreError>> + Send;
+    /// The passkey with this credential id, whoever owns it.
+    fn passkey(
+        &self,
+        credential_id: &str,
+    ) -> impl Future<Output = Result<Option<PasskeyRecord>, StoreError>> + Send;
+    /// Inserts or replaces (by credential id) a passkey.
+    fn save_passkey(
+        &self,
+        record: PasskeyRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Removes one of the user's passkeys; `true` when it existed and was theirs.
+    fn delete_passkey(
+        &self,
+        username: &str,
+        credential_id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Keeps short-lived ceremony state (a WebAuthn challenge, a TOTP secret awaiting
+    /// confirmation) under `key` until `expires`.
+    fn put_ceremony(
+        &self,
+        key: &str,
+        data: String,
+        expires: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Takes it out (single use): a second take, or one after expiry, gets `None`.
+    fn take_ceremony(
+        &self,
+        key: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 }
 
 /// The configured backend. An enum rather than a trait object: no boxing on the hot path.
@@ -354,6 +430,40 @@ impl Store for AnyStore {
     async fn delete_user_login_codes(&self, username: &str) -> Result<u32, StoreError> {
         delegate!(self, s => s.delete_user_login_codes(username).await)
     }
+    async fn totp(&self, username: &str) -> Result<Option<TotpRecord>, StoreError> {
+        delegate!(self, s => s.totp(username).await)
+    }
+    async fn save_totp(&self, username: &str, record: TotpRecord) -> Result<(), StoreError> {
+        delegate!(self, s => s.save_totp(username, record).await)
+    }
+    async fn delete_totp(&self, username: &str) -> Result<bool, StoreError> {
+        delegate!(self, s => s.delete_totp(username).await)
+    }
+    async fn use_totp_step(&self, username: &str, step: u64) -> Result<StepUse, StoreError> {
+        delegate!(self, s => s.use_totp_step(username, step).await)
+    }
+    async fn passkeys(&self, username: &str) -> Result<Vec<PasskeyRecord>, StoreError> {
+        delegate!(self, s => s.passkeys(username).await)
+    }
+    async fn passkey(&self, credential_id: &str) -> Result<Option<PasskeyRecord>, StoreError> {
+        delegate!(self, s => s.passkey(credential_id).await)
+    }
+    async fn save_passkey(&self, record: PasskeyRecord) -> Result<(), StoreError> {
+        delegate!(self, s => s.save_passkey(record).await)
+    }
+    async fn delete_passkey(
+        &self,
+        username: &str,
+        credential_id: &str,
+    ) -> Result<bool, StoreError> {
+        delegate!(self, s => s.delete_passkey(username, credential_id).await)
+    }
+    async fn put_ceremony(&self, key: &str, data: String, expires: i64) -> Result<(), StoreError> {
+        delegate!(self, s => s.put_ceremony(key, data, expires).await)
+    }
+    async fn take_ceremony(&self, key: &str, now: i64) -> Result<Option<String>, StoreError> {
+        delegate!(self, s => s.take_ceremony(key, now).await)
+    }
     async fn subject(&self, username: &str) -> Result<String, StoreError> {
         delegate!(self, s => s.subject(username).await)
     }
@@ -416,6 +526,9 @@ impl Store for AnyStore {
     }
     async fn delete_user_sessions(&self, username: &str) -> Result<u32, StoreError> {
         delegate!(self, s => s.delete_user_sessions(username).await)
+    }
+    async fn delete_stale_sessions(&self, username: &str, keep: u64) -> Result<u32, StoreError> {
+        delegate!(self, s => s.delete_stale_sessions(username, keep).await)
     }
     async fn record_failure(
         &self,

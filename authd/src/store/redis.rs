@@ -28,8 +28,9 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use super::{
-    ApiToken, BanKind, Consent, LoginCode, Redemption, Rotation, Session, SessionKey, Store,
-    StoreError, StoredCode, TokenHash, TokenKind, TokenRecord,
+    ApiToken, BanKind, Consent, LoginCode, PasskeyRecord, Redemption, Rotation, Session,
+    SessionKey, StepUse, Store, StoreError, StoredCode, TokenHash, TokenKind, TokenRecord,
+    TotpRecord,
 };
 use crate::config::{RedisConfig, SessionConfig};
 
@@ -137,6 +138,9 @@ struct Scripts {
     touch_api_token: Script,
     delete_members: Script,
     save_login_code: Script,
+    use_totp_step: Script,
+    save_passkey: Script,
+    delete_passkey: Script,
 }
 
 /// Adds `ARGV[at]` as member `ARGV[member]` of set `KEYS[k]` and makes the set live at least
@@ -263,6 +267,35 @@ for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 redis.call('DEL', KEYS[1])
 return n",
+            ),
+            // KEYS: registration. ARGV: step. Compare-and-set of the last used step.
+            use_totp_step: Script::new(
+                r"
+local last = redis.call('HGET', KEYS[1], 'last_used_step')
+if not last then return 'not_enrolled' end
+if tonumber(ARGV[1]) <= tonumber(last) then return 'replayed' end
+redis.call('HSET', KEYS[1], 'last_used_step', ARGV[1])
+return 'accepted'",
+            ),
+            // KEYS: passkey, the user's passkeys (sorted by first save), sequence counter.
+            // ARGV: data, credential id. A credential id of another user is refused.
+            save_passkey: Script::new(
+                r"
+if redis.call('EXISTS', KEYS[1]) == 1 and not redis.call('ZSCORE', KEYS[2], ARGV[2]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+if not redis.call('ZSCORE', KEYS[2], ARGV[2]) then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[2])
+end
+return 1",
+            ),
+            // KEYS: passkey, the user's passkeys. ARGV: credential id. Only the owner's.
+            delete_passkey: Script::new(
+                r"
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('DEL', KEYS[1])",
             ),
             // KEYS: code, user set. ARGV: data, expires at, member.
             save_login_code: with_index(
@@ -519,6 +552,155 @@ impl RedisStore {
 impl Store for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         RedisStore::ping(self).await
+    }
+
+    async fn totp(&self, username: &str) -> Result<Option<TotpRecord>, StoreError> {
+        let k = self.key(&["totp", username]);
+        let mut c = self.conn.clone();
+        let (data, step): (Option<String>, Option<u64>) = self
+            .run(async move {
+                redis::cmd("HMGET")
+                    .arg(&k)
+                    .arg("data")
+                    .arg("last_used_step")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let Some(data) = data else {
+            return Ok(None);
+        };
+        let mut r: TotpRecord = from_json(&data)?;
+        r.last_used_step = step.unwrap_or(r.last_used_step);
+        Ok(Some(r))
+    }
+
+    async fn save_totp(&self, username: &str, record: TotpRecord) -> Result<(), StoreError> {
+        let k = self.key(&["totp", username]);
+        let data = to_json(&record)?;
+        let step = record.last_used_step;
+        let mut c = self.conn.clone();
+        self.run(async move {
+            redis::pipe()
+                .atomic()
+                .del(&k)
+                .ignore()
+                .hset_multiple(&k, &[("data", data), ("last_used_step", step.to_string())])
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn delete_totp(&self, username: &str) -> Result<bool, StoreError> {
+        let k = self.key(&["totp", username]);
+        let mut c = self.conn.clone();
+        let n: u32 = self.run(async move { c.del(&k).await }).await?;
+        Ok(n > 0)
+    }
+
+    async fn use_totp_step(&self, username: &str, step: u64) -> Result<StepUse, StoreError> {
+        let mut inv = self.scripts.use_totp_step.prepare_invoke();
+        inv.key(self.key(&["totp", username])).arg(step);
+        let mut c = self.conn.clone();
+        let r: String = self
+            .run(async move { inv.invoke_async(&mut c).await })
+            .await?;
+        Ok(match r.as_str() {
+            "accepted" => StepUse::Accepted,
+            "replayed" => StepUse::Replayed,
+            _ => StepUse::NotEnrolled,
+        })
+    }
+
+    async fn passkeys(&self, username: &str) -> Result<Vec<PasskeyRecord>, StoreError> {
+        let set = self.key(&["user_passkeys", username]);
+        let mut c = self.conn.clone();
+        let ids: Vec<String> = self.run(async move { c.zrange(&set, 0, -1).await }).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(p) = self.passkey(&id).await?
+                && p.username == username
+            {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn passkey(&self, credential_id: &str) -> Result<Option<PasskeyRecord>, StoreError> {
+        let k = self.key(&["passkey", credential_id]);
+        let mut c = self.conn.clone();
+        let d: Option<String> = self.run(async move { c.get(&k).await }).await?;
+        d.map(|d| from_json(&d)).transpose()
+    }
+
+    async fn save_passkey(&self, record: PasskeyRecord) -> Result<(), StoreError> {
+        let mut inv = self.scripts.save_passkey.prepare_invoke();
+        inv.key(self.key(&["passkey", &record.credential_id]))
+            .key(self.key(&["user_passkeys", &record.username]))
+            .key(self.key(&["passkey_seq"]))
+            .arg(to_json(&record)?)
+            .arg(&record.credential_id);
+        let mut c = self.conn.clone();
+        let saved: i64 = self
+            .run(async move { inv.invoke_async(&mut c).await })
+            .await?;
+        if saved == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Io(
+                "a passkey with this credential id belongs to another user".into(),
+            ))
+        }
+    }
+
+    async fn delete_passkey(
+        &self,
+        username: &str,
+        credential_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut inv = self.scripts.delete_passkey.prepare_invoke();
+        inv.key(self.key(&["passkey", credential_id]))
+            .key(self.key(&["user_passkeys", username]))
+            .arg(credential_id);
+        let mut c = self.conn.clone();
+        let n: i64 = self
+            .run(async move { inv.invoke_async(&mut c).await })
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn put_ceremony(&self, key: &str, data: String, expires: i64) -> Result<(), StoreError> {
+        // Redis expires it; the end time travels with the data for the check on take.
+        let k = self.key(&["ceremony", key]);
+        let value = format!("{expires}\n{data}");
+        let mut c = self.conn.clone();
+        self.run(async move {
+            redis::pipe()
+                .atomic()
+                .set(&k, value)
+                .ignore()
+                .expire_at(&k, expires)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn take_ceremony(&self, key: &str, now: i64) -> Result<Option<String>, StoreError> {
+        let k = self.key(&["ceremony", key]);
+        let mut c = self.conn.clone();
+        let v: Option<String> = self
+            .run(async move { redis::cmd("GETDEL").arg(&k).query_async(&mut c).await })
+            .await?;
+        Ok(v.and_then(|v| {
+            let (expires, data) = v.split_once('\n')?;
+            let expires: i64 = expires.parse().ok()?;
+            (now < expires).then(|| data.to_string())
+        }))
     }
 
     async fn api_token(&self, id: &str) -> Result<Option<Arc<ApiToken>>, StoreError> {
@@ -905,6 +1087,47 @@ impl Store for RedisStore {
             .await
     }
 
+    async fn delete_stale_sessions(&self, username: &str, keep: u64) -> Result<u32, StoreError> {
+        // Read, decide here (the fingerprint is a u64: no Lua numbers), delete by key.
+        let set = self.key(&["user_sessions", username]);
+        let mut c = self.conn.clone();
+        let members: Vec<String> = {
+            let set = set.clone();
+            self.run(async move { c.smembers(&set).await }).await?
+        };
+        let mut stale = Vec::new();
+        for m in members {
+            let Ok(raw) = hex::decode(&m) else { continue };
+            let Ok(key) = <SessionKey>::try_from(raw.as_slice()) else {
+                continue;
+            };
+            match self.session(&key).await? {
+                Some(s) if s.username == username && s.pw_fingerprint == keep => {}
+                _ => stale.push(m),
+            }
+        }
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        let all = self.all_sessions_key();
+        let keys: Vec<String> = stale.iter().map(|m| self.key(&["session", m])).collect();
+        let mut c = self.conn.clone();
+        let (n,): (u32,) = self
+            .run(async move {
+                redis::pipe()
+                    .atomic()
+                    .del(&keys)
+                    .zrem(&all, &stale)
+                    .ignore()
+                    .srem(&set, &stale)
+                    .ignore()
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(n)
+    }
+
     async fn record_failure(
         &self,
         kind: BanKind,
@@ -1101,6 +1324,8 @@ mod tests {
             auth_time: t,
             amr: vec!["pwd".into()],
             pw_fingerprint: 7,
+            reauth_at: t,
+            must_change_password: false,
         }
     }
 
@@ -1568,6 +1793,141 @@ mod tests {
         assert_eq!(b.delete_user_login_codes("ann").await.unwrap(), 2);
         assert_eq!(a.take_login_code([3; 32], t).await.unwrap(), None);
         assert!(a.take_login_code([5; 32], t).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn password_change_keeps_only_sessions_bound_to_the_new_password() {
+        let r = TestRedis::start();
+        let (a, b) = (store_at(&r.url()), store_at(&r.url()));
+        let t = now();
+        let mut fresh = session(1, "ann", t);
+        fresh.pw_fingerprint = 99;
+        a.save_session(fresh).await.unwrap();
+        a.save_session(session(2, "ann", t)).await.unwrap();
+        a.save_session(session(3, "bob", t)).await.unwrap();
+        assert_eq!(b.delete_stale_sessions("ann", 99).await.unwrap(), 1);
+        assert!(a.session(&[1; 32]).await.unwrap().is_some());
+        assert!(a.session(&[2; 32]).await.unwrap().is_none());
+        assert!(
+            a.session(&[3; 32]).await.unwrap().is_some(),
+            "other users untouched"
+        );
+        assert_eq!(a.live_sessions(t).await.unwrap(), 2);
+        assert_eq!(b.delete_stale_sessions("ann", 99).await.unwrap(), 0);
+    }
+
+    fn totp_record(step: u64) -> TotpRecord {
+        TotpRecord {
+            secret_hex: "3132333435363738393031323334353637383930".into(),
+            algorithm: "sha1".into(),
+            digits: 6,
+            period: 30,
+            created: 1,
+            last_used_step: step,
+        }
+    }
+
+    #[tokio::test]
+    async fn totp_is_shared_and_each_step_is_used_once_across_instances() {
+        let r = TestRedis::start();
+        let (a, b) = (store_at(&r.url()), store_at(&r.url()));
+        assert_eq!(
+            b.use_totp_step("ann", 5).await.unwrap(),
+            StepUse::NotEnrolled
+        );
+        a.save_totp("ann", totp_record(0)).await.unwrap();
+        assert_eq!(b.totp("ann").await.unwrap(), Some(totp_record(0)));
+        assert_eq!(b.use_totp_step("ann", 5).await.unwrap(), StepUse::Accepted);
+        assert_eq!(a.use_totp_step("ann", 5).await.unwrap(), StepUse::Replayed);
+        assert_eq!(a.use_totp_step("ann", 4).await.unwrap(), StepUse::Replayed);
+        assert_eq!(a.totp("ann").await.unwrap().unwrap().last_used_step, 5);
+        // The same code at the same moment on both: one accepted.
+        for step in 10..30 {
+            let (x, y) = tokio::join!(a.use_totp_step("ann", step), b.use_totp_step("ann", step));
+            let mut got = [x.unwrap(), y.unwrap()];
+            got.sort_by_key(|u| *u as u8);
+            assert_eq!(got, [StepUse::Accepted, StepUse::Replayed]);
+        }
+        // Re-enrolment replaces the registration, step included.
+        a.save_totp("ann", totp_record(0)).await.unwrap();
+        assert_eq!(b.use_totp_step("ann", 6).await.unwrap(), StepUse::Accepted);
+        assert!(b.delete_totp("ann").await.unwrap());
+        assert!(!b.delete_totp("ann").await.unwrap());
+        assert!(a.totp("ann").await.unwrap().is_none());
+    }
+
+    fn passkey_record(id: &str, user: &str, name: &str) -> PasskeyRecord {
+        PasskeyRecord {
+            credential_id: id.into(),
+            username: user.into(),
+            name: name.into(),
+            created: 1,
+            last_used: None,
+            passkey: serde_json::json!({"cred": {"counter": 1, "id": id}}),
+        }
+    }
+
+    #[tokio::test]
+    async fn passkeys_are_shared_ordered_and_owned() {
+        let r = TestRedis::start();
+        let (a, b) = (store_at(&r.url()), store_at(&r.url()));
+        a.save_passkey(passkey_record("k1", "ann", "Phone"))
+            .await
+            .unwrap();
+        b.save_passkey(passkey_record("k2", "ann", "Key"))
+            .await
+            .unwrap();
+        a.save_passkey(passkey_record("k3", "bob", "Laptop"))
+            .await
+            .unwrap();
+        // An update keeps the position.
+        let mut renamed = passkey_record("k1", "ann", "Old phone");
+        renamed.last_used = Some(5);
+        b.save_passkey(renamed).await.unwrap();
+        let names: Vec<String> = a
+            .passkeys("ann")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, ["Old phone", "Key"]);
+        assert_eq!(b.passkey("k3").await.unwrap().unwrap().username, "bob");
+        assert_eq!(
+            b.passkey("k1").await.unwrap().unwrap().passkey["cred"]["id"],
+            "k1"
+        );
+        assert!(b.passkey("nope").await.unwrap().is_none());
+        // Someone else's credential id can be neither taken over nor deleted.
+        assert!(
+            a.save_passkey(passkey_record("k3", "ann", "Mine"))
+                .await
+                .is_err()
+        );
+        assert!(!a.delete_passkey("ann", "k3").await.unwrap());
+        assert_eq!(b.passkey("k3").await.unwrap().unwrap().name, "Laptop");
+        assert!(b.delete_passkey("ann", "k1").await.unwrap());
+        assert!(!a.delete_passkey("ann", "k1").await.unwrap());
+        assert_eq!(a.passkeys("ann").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn ceremonies_are_taken_once_and_expire() {
+        let r = TestRedis::start();
+        let (a, b) = (store_at(&r.url()), store_at(&r.url()));
+        let t = now();
+        a.put_ceremony("c1", "{\"challenge\":\"x\"}\nline".into(), t + 300)
+            .await
+            .unwrap();
+        assert!((295..=300).contains(&ttl(&r, &a.key(&["ceremony", "c1"])).await));
+        assert_eq!(
+            b.take_ceremony("c1", t).await.unwrap().as_deref(),
+            Some("{\"challenge\":\"x\"}\nline")
+        );
+        assert_eq!(a.take_ceremony("c1", t).await.unwrap(), None);
+        a.put_ceremony("c2", "d".into(), t + 300).await.unwrap();
+        assert_eq!(b.take_ceremony("c2", t + 300).await.unwrap(), None, "over");
+        assert_eq!(b.take_ceremony("c2", t).await.unwrap(), None, "and gone");
     }
 
     #[tokio::test]

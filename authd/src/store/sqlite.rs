@@ -94,6 +94,23 @@ const MIGRATIONS: &[&str] = &[
         subject TEXT NOT NULL,
         at INTEGER NOT NULL
      );",
+    // 4: second factors and ceremony state
+    "CREATE TABLE totp (
+        username TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        last_used_step INTEGER NOT NULL
+     );
+     CREATE TABLE passkeys (
+        credential_id TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        data TEXT NOT NULL
+     );
+     CREATE INDEX passkeys_user ON passkeys(username);
+     CREATE TABLE ceremonies (
+        key TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        expires INTEGER NOT NULL
+     );",
 ];
 
 /// Handle to the database thread. Cloning is cheap.

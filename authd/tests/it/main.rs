@@ -11,6 +11,7 @@ mod hashes;
 mod login_codes;
 mod oidc_flow;
 mod redis_shared;
+mod second_factor;
 mod snippets;
 mod systemd;
 mod users_cli;

@@ -54,6 +54,11 @@ session:
     - domain: halos.local
       authelia_url: https://halos.local/sso
 regulation: {{max_retries: 3, find_time: 2m, ban_time: 5m}}
+access_control:
+  default_policy: one_factor
+  rules:
+    - domain: secure.halos.local
+      policy: two_factor
 identity_providers:
   oidc:
     issuer: https://halos.local/sso
@@ -110,10 +115,14 @@ fn session_cookie(d: &Daemon) -> String {
 }
 
 fn forward_auth(d: &Daemon, cookie: Option<&str>) -> HttpResponse {
+    forward_auth_to(d, "app.halos.local", cookie)
+}
+
+fn forward_auth_to(d: &Daemon, host: &str, cookie: Option<&str>) -> HttpResponse {
     let mut h = vec![
         ("X-Forwarded-Method", "GET"),
         ("X-Forwarded-Proto", "https"),
-        ("X-Forwarded-Host", "app.halos.local"),
+        ("X-Forwarded-Host", host),
         ("X-Forwarded-Uri", "/"),
     ];
     if let Some(c) = cookie {
@@ -460,4 +469,101 @@ fn cli_tokens_login_codes_and_session_revocation_apply_to_every_instance_at_once
             assert_eq!(forward_auth(d, Some(c)).status, 401);
         }
     }
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+fn totp_code(secret_b32: &str, t: u64) -> String {
+    let secret = totp_rs::Secret::try_from_base32(secret_b32).unwrap();
+    totp_rs::Builder::new()
+        .with_secret(secret)
+        .build_noncompliant()
+        .generate(t)
+        .to_string()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn second_factor(d: &Daemon, cookie: &str, code: &str) -> HttpResponse {
+    d.req(
+        "POST",
+        "/api/secondfactor/totp",
+        &[
+            HOST,
+            ("Content-Type", "application/json"),
+            ("Cookie", cookie),
+        ],
+        &serde_json::json!({"token": code, "targetURL": "https://secure.halos.local/"}).to_string(),
+    )
+}
+
+#[test]
+fn a_totp_enrolled_on_one_instance_works_on_the_other_and_each_code_counts_once() {
+    let redis = TestRedis::start();
+    let (a, b) = pair(&redis);
+    let s1 = session_cookie(&a);
+    assert_eq!(
+        forward_auth_to(&b, "secure.halos.local", Some(&s1)).status,
+        401
+    );
+
+    // Enrolment starts on A (/settings) and is confirmed on B: the pending secret is shared.
+    let page = a.req("GET", "/settings", &[HOST, ("Cookie", &s1)], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = page.cookie("halos_csrf").unwrap();
+    let token = csrf.trim_start_matches("halos_csrf=").to_string();
+    let cookies = format!("{s1}; {csrf}");
+    let form_headers = [
+        HOST,
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Cookie", cookies.as_str()),
+    ];
+    let r = a.req(
+        "POST",
+        "/settings/totp/start",
+        &form_headers,
+        &form(&[("csrf", &token)]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let start = r.body.find("id=\"totp-secret\">").unwrap() + "id=\"totp-secret\">".len();
+    let secret = r.body[start..start + r.body[start..].find('<').unwrap()].to_string();
+    let r = b.req(
+        "POST",
+        "/settings/totp/confirm",
+        &form_headers,
+        &form(&[("csrf", &token), ("code", &totp_code(&secret, unix_now()))]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Authenticator app set up"));
+
+    // The second factor on B for the session made on A; the result counts on A.
+    let next = totp_code(&secret, unix_now() + 30);
+    let r = second_factor(&b, &s1, &next);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let s2 = r.cookie("halos_session").unwrap();
+    assert_eq!(
+        forward_auth_to(&a, "secure.halos.local", Some(&s2)).status,
+        200
+    );
+    assert_eq!(
+        forward_auth_to(&b, "secure.halos.local", Some(&s2)).status,
+        200
+    );
+
+    // The same code again, on the other instance: a replay.
+    let other = session_cookie(&b);
+    assert_eq!(second_factor(&a, &other, &next).status, 401);
+    assert_eq!(
+        forward_auth_to(&a, "secure.halos.local", Some(&other)).status,
+        401
+    );
 }
