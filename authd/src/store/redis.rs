@@ -16,6 +16,10 @@
 //! - `subject:<user>` the OIDC `sub`
 //! - `code:<hex hash>` hash {data, used}; `token:<hex hash>` hash {data, used, revoked};
 //!   `family:<family>`, `user_tokens:<user>` sets of token hashes; `consent:<user>:<client>`
+//! - `api_token:<id>` hash {data, last_used}; `api_tokens`, `user_api_tokens:<user>` sets of
+//!   ids; `login_code:<hex hash>` (taken with `GETDEL`); `user_login_codes:<user>`
+//! - `totp:<user>` hash {data, last_used_step}; `passkey:<credential id>`;
+//!   `user_passkeys:<user>` sorted by first save (`passkey_seq`); `ceremony:<key>`
 
 use std::collections::HashMap;
 use std::future::Future;
