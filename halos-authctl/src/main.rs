@@ -502,8 +502,9 @@ fn utc(t: i64) -> String {
     )
 }
 
-fn token_json(t: &authd::store::ApiToken) -> serde_json::Value {
+fn token_json(t: &authd::store::ApiToken, now: i64) -> serde_json::Value {
     json!({
+        "expired": t.expired(now),
         "id": t.id,
         "user": t.username,
         "name": t.name,
@@ -557,13 +558,14 @@ fn tokens(config: &Config, file: &UsersFile, cmd: TokenCommand) -> Result<(), Fa
                 .filter(|t| user.as_deref().is_none_or(|u| t.username == u))
                 .collect();
             if json {
-                let v: Vec<_> = list.iter().map(|t| token_json(t)).collect();
+                let v: Vec<_> = list.iter().map(|t| token_json(t, now())).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 let opt = |t: Option<i64>, none: &str| t.map_or(none.to_string(), utc);
+                let now = now();
                 for t in list {
                     println!(
-                        "{}\t{}\t{}\thost={}\tpath={}\tcreated={}\texpires={}\tlast_used={}",
+                        "{}\t{}\t{}\thost={}\tpath={}\tcreated={}\texpires={}{}\tlast_used={}",
                         t.id,
                         t.username,
                         t.name,
@@ -571,6 +573,7 @@ fn tokens(config: &Config, file: &UsersFile, cmd: TokenCommand) -> Result<(), Fa
                         t.path.as_deref().unwrap_or("*"),
                         utc(t.created),
                         opt(t.expires, "never"),
+                        if t.expired(now) { " (expired)" } else { "" },
                         opt(t.last_used, "never"),
                     );
                 }
@@ -582,6 +585,26 @@ fn tokens(config: &Config, file: &UsersFile, cmd: TokenCommand) -> Result<(), Fa
         }
     }
     Ok(())
+}
+
+/// A disabled or deleted user's API tokens and login codes go at once, even with the
+/// daemon stopped (a running daemon also revokes them when it sees the users file change).
+/// The user change is already done: a failure here is a warning.
+fn revoke_credentials(config: &Config, user: &str) {
+    use authd::store::Store;
+    if !config.storage.local.path.exists() {
+        return;
+    }
+    let revoked = State::open(config).and_then(|st| {
+        let tokens = st.block_on(st.store.delete_user_api_tokens(user))?;
+        let codes = st.block_on(st.store.delete_user_login_codes(user))?;
+        Ok(tokens + codes)
+    });
+    match revoked {
+        Ok(0) => {}
+        Ok(n) => eprintln!("{n} API token(s) and login code(s) of {user} revoked"),
+        Err(e) => eprintln!("halos-authctl: warning: API tokens of {user} not revoked yet: {e:#}"),
+    }
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
@@ -718,9 +741,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     },
                     password_digest: None,
                 };
-                let change = UserChange::Update(name, patch);
+                let disabling = patch.disabled == Some(true);
+                let change = UserChange::Update(name.clone(), patch);
                 file.apply(&change, keep_an_admin(&change))?;
                 eprintln!("user updated");
+                if disabling {
+                    revoke_credentials(&config, &name);
+                }
             }
             UserCommand::Passwd { name, password } => {
                 if file.load()?.get(&name).is_none() {
@@ -755,9 +782,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 );
             }
             UserCommand::Del { name } => {
-                let change = UserChange::Delete(name);
+                let change = UserChange::Delete(name.clone());
                 file.apply(&change, keep_an_admin(&change))?;
                 eprintln!("user deleted");
+                revoke_credentials(&config, &name);
             }
         },
     }

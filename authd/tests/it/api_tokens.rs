@@ -223,6 +223,7 @@ fn tokens_created_listed_used_and_revoked_while_the_daemon_runs() {
     });
     let l = list_json(&d, &["--user", "ann"]);
     assert_eq!(l[0]["id"], id.as_str());
+    assert_eq!(l[0]["expired"], false);
     assert_eq!(l[0]["user"], "ann");
     assert!(!serde_json::to_string(&l).unwrap().contains(&secret));
     assert!(list_json(&d, &["--user", "boss"]).is_empty());
@@ -273,6 +274,7 @@ fn token_scope_and_expiry() {
         with_token(&d, inside, &token).status == 401
     });
     assert_refused(&with_token(&d, inside, &token));
+    assert_eq!(list_json(&d, &[])[0]["expired"], true);
 
     for bad in [
         vec!["--expires", "0s"],
@@ -330,7 +332,8 @@ fn tokens_end_when_the_user_is_disabled_or_deleted_not_on_a_password_change() {
     let r = with_token(&d, app, &boss);
     assert_eq!((r.status, r.header("remote-user")), (200, Some("boss")));
 
-    // A user disabled while the daemon is stopped: the token is revoked at start.
+    // A user disabled while the daemon is stopped, by hand in the users file: the token
+    // is revoked when the daemon starts.
     let ann2 = create(&d, &["--user", "ann"]);
     until("the daemon knows the new token", || {
         with_token(&d, app, &ann2).status == 200
@@ -338,12 +341,20 @@ fn tokens_end_when_the_user_is_disabled_or_deleted_not_on_a_password_change() {
     let mut d = d;
     let _ = d.child.kill();
     let _ = d.child.wait();
-    stdout(&ctl(&d, &["user", "update", "ann", "--disable"]));
+    let users = d.path("users_database.yml");
+    let text = std::fs::read_to_string(&users).unwrap();
+    // ann was disabled and enabled again above: the editor left `disabled: false`.
+    let edited = text.replacen("disabled: false", "disabled: true", 1);
+    assert_ne!(text, edited);
+    std::fs::write(&users, edited).unwrap();
+    // The CLI alone does not know about the hand edit.
+    assert_eq!(list_json(&d, &["--user", "ann"]).len(), 1);
     let d = d.restart();
-    stdout(&ctl(&d, &["user", "update", "ann", "--enable"]));
-    until("ann enabled again, her revoked token refused", || {
-        list_json(&d, &["--user", "ann"]).is_empty()
-    });
+    until(
+        "the daemon revokes the disabled user's token at start",
+        || list_json(&d, &["--user", "ann"]).is_empty(),
+    );
+    // Deleted, not just refused: the record is gone from the database.
     assert_refused(&with_token(&d, app, &ann2));
 }
 
