@@ -139,12 +139,38 @@ def test_default_password_is_changed_before_any_redirect_or_code(tmp_path, certs
 
 def _default_password_flow(st):
     d = st.daemon
-    p = subprocess.run([str(AUTHCTL), "--config", str(d.config), "--users-file", str(d.users_file),
-                        "user", "add", "skipper", "--display-name", "Skipper", "--email",
-                        "skipper@halos.test", "--group", "admins", "--password-stdin"],
-                       input="halos\n", capture_output=True, text=True, env=_clean_env())
-    assert p.returncode == 0, p.stderr
+    for name in ("skipper", "deckhand"):
+        p = subprocess.run([str(AUTHCTL), "--config", str(d.config), "--users-file",
+                            str(d.users_file), "user", "add", name, "--display-name", name,
+                            "--email", f"{name}@halos.test", "--group", "admins",
+                            "--password-stdin"],
+                           input="halos\n", capture_output=True, text=True, env=_clean_env())
+        assert p.returncode == 0, p.stderr
     d.restart()
+
+    # In the browser, without JavaScript forms: sign-in leads to the change page, not the app.
+    app = st.url(APP, "/chart")
+    new_pw = "binnacle gimbal 2207 lantern"
+    res, = run_browser([{"steps": [
+        {"op": "goto", "url": app},
+        {"op": "fill", "selector": "input[name=username]", "value": "deckhand"},
+        {"op": "fill", "selector": "input[name=password]", "value": "halos"},
+        {"op": "click", "selector": "#sign-in"},
+        {"op": "goto", "url": app},
+        {"op": "goto", "url": st.portal + "/password/change?rd=" + urllib.parse.quote(app, safe="")},
+        {"op": "fill", "selector": "#new_password", "value": "halos"},
+        {"op": "fill", "selector": "#confirm_password", "value": "halos"},
+        {"op": "click", "selector": "#change-password"},
+        {"op": "fill", "selector": "#new_password", "value": new_pw},
+        {"op": "fill", "selector": "#confirm_password", "value": new_pw},
+        {"op": "click", "selector": "#change-password"},
+    ]}])
+    assert res["error"] is None, f"{res['error']}\n{st.logs()}"
+    steps = {s["step"]: s for s in res["steps"]}
+    assert "/sso/password/change" in steps[3]["url"] and "default password" in steps[3]["body"], steps[3]
+    assert steps[4]["url"].startswith(st.portal + "/"), "the app let a must-change session in"
+    assert steps[8]["alert"] == "The new password must differ from the default password.", steps[8]
+    assert steps[11]["url"] == app and steps[11]["status"] == 200, f"{steps[11]}\n{st.logs()}"
     target = st.url(APP, "/logbook")
     c = st.client()
     login_api = st.url(DOMAIN, "/sso/api/firstfactor")

@@ -338,6 +338,11 @@ async fn basic_user(
     };
     let result = first_factor(&st.authenticator(), attempt).await;
     match result {
+        // The documented default password must be changed in the portal first.
+        Ok(_) if crate::second_factor::is_default_password(pass) => {
+            tracing::info!(target: "audit", event = "login", result = "refused", user = %user, factor = "basic", reason = "default password must be changed");
+            Some(Err(basic_challenge()))
+        }
         Ok(u) => {
             st.metrics.login(true);
             Some(Ok(u))

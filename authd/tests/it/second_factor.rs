@@ -395,6 +395,31 @@ fn default_password_must_be_changed_before_any_redirect() {
     assert_eq!(firstfactor(&d, "admin", "halos", "").status, 401);
 }
 
+#[test]
+fn basic_auth_with_the_default_password_is_refused() {
+    use base64::Engine;
+    let d = daemon();
+    let basic = |pw: &str| {
+        let v = base64::engine::general_purpose::STANDARD.encode(format!("admin:{pw}"));
+        d.req(
+            "GET",
+            "/api/authz/forward-auth",
+            &[
+                ("X-Forwarded-Method", "GET"),
+                ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Host", "app.halos.local"),
+                ("X-Forwarded-Uri", "/"),
+                ("Authorization", &format!("Basic {v}")),
+            ],
+            "",
+        )
+    };
+    let r = basic("halos");
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").is_some());
+    assert!(r.header("remote-user").is_none());
+}
+
 const CB: &str = "https://app.halos.local/cb";
 
 fn oidc_daemon() -> Daemon {
