@@ -33,6 +33,18 @@ impl From<VerifyError> for WebError {
     }
 }
 
+impl From<crate::store::StoreError> for WebError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            // Redis down: a 503 the client may retry; the store logs it (rate-limited).
+            crate::store::StoreError::Redis(_) | crate::store::StoreError::Unavailable => {
+                WebError::Unavailable
+            }
+            other => WebError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         match self {

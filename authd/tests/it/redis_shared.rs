@@ -368,6 +368,8 @@ fn without_redis_forward_auth_fails_closed_and_both_instances_recover_by_themsel
             "{}",
         );
         assert_eq!(out.status, 503);
+        // The OIDC endpoints answer 503 too (a client may retry), not an internal error.
+        assert_eq!(refresh(d, "some-refresh-token").0, 503);
     }
     // One clear line per outage period, not one per request.
     let n = a.log_count("Redis unreachable");
