@@ -569,3 +569,140 @@ fn a_totp_enrolled_on_one_instance_works_on_the_other_and_each_code_counts_once(
         401
     );
 }
+
+/// A test CA and a certificate for `localhost`/127.0.0.1 signed by it (openssl CLI).
+fn make_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=halos test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "redis.key",
+        "-out",
+        "redis.csr",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "redis.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "redis.pem",
+    ]);
+}
+
+/// `redis-server` speaking TLS only, on a free port; killed on drop.
+struct TlsRedis(std::process::Child, u16);
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_tls_redis(dir: &Path) -> TlsRedis {
+    use std::io::BufRead;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut child = Command::new("redis-server")
+        .args(["--port", "0", "--bind", "127.0.0.1", "--save", ""])
+        .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+        .arg("--tls-cert-file")
+        .arg(dir.join("redis.pem"))
+        .arg("--tls-key-file")
+        .arg(dir.join("redis.key"))
+        .arg("--tls-ca-cert-file")
+        .arg(dir.join("ca.pem"))
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-server");
+    let mut log = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(log.read_line(&mut line).unwrap() > 0, "redis-server exited");
+        if line.contains("Ready to accept connections") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+    TlsRedis(child, port)
+}
+
+#[test]
+fn rediss_urls_use_tls_and_verify_the_server_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+    let redis = start_tls_redis(certs.path());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &format!("rediss://localhost:{}/0", redis.1));
+    let start_with = |ca: Option<&Path>, dir: tempfile::TempDir| {
+        let mut cmd = Command::new(DAEMON);
+        cmd.arg("--config").arg(&config).stdout(Stdio::null());
+        // The trusted roots come from SSL_CERT_FILE when set (rustls-native-certs).
+        match ca {
+            Some(ca) => cmd.env("SSL_CERT_FILE", ca),
+            // A file without the test CA: nothing vouches for the server.
+            None => cmd.env("SSL_CERT_FILE", certs.path().join("redis.csr")),
+        };
+        Daemon::spawn(&mut cmd, dir)
+    };
+    let trusting = start_with(Some(&certs.path().join("ca.pem")), dir);
+    wait_health(&trusting, 200);
+    let cookie = session_cookie(&trusting);
+    assert_eq!(forward_auth(&trusting, Some(&cookie)).status, 200);
+
+    // A daemon that does not trust the CA refuses the connection: not ready, fails closed.
+    let untrusting = start_with(None, tempfile::tempdir().unwrap());
+    assert_eq!(health(&untrusting), 503);
+    assert_eq!(forward_auth(&untrusting, Some(&cookie)).status, 503);
+}
