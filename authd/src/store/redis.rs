@@ -48,6 +48,8 @@ const OP_TIMEOUT: Duration = Duration::from_secs(3);
 const REPLAY_MARGIN: i64 = 86_400;
 /// Activity is written back at most this often per session (the hot path stays a read).
 pub const TOUCH_PERSIST_AFTER: i64 = 15;
+/// Pending WebAuthn/TOTP ceremonies kept at most (as in the local store).
+const MAX_CEREMONIES: i64 = 10_000;
 /// While Redis is unreachable, one log line per this period, not one per request.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -145,6 +147,7 @@ struct Scripts {
     use_totp_step: Script,
     save_passkey: Script,
     delete_passkey: Script,
+    put_ceremony: Script,
 }
 
 /// Adds `ARGV[at]` as member `ARGV[member]` of set `KEYS[k]` and makes the set live at least
@@ -300,6 +303,22 @@ return 1",
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 return redis.call('DEL', KEYS[1])",
+            ),
+            // KEYS: ceremony, index of all ceremonies (by end). ARGV: value, expires at, cap.
+            // Bounded like the local store: beyond the cap the oldest go, so a flood of
+            // unauthenticated starts cannot fill Redis.
+            put_ceremony: Script::new(
+                r"
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('EXPIREAT', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[2]) - 3600)
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
+if over > 0 then
+  for _, k in ipairs(redis.call('ZRANGE', KEYS[2], 0, over - 1)) do redis.call('DEL', k) end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+end
+return 1",
             ),
             // KEYS: code, user set. ARGV: data, expires at, member.
             save_login_code: with_index(
@@ -678,27 +697,34 @@ impl Store for RedisStore {
 
     async fn put_ceremony(&self, key: &str, data: String, expires: i64) -> Result<(), StoreError> {
         // Redis expires it; the end time travels with the data for the check on take.
-        let k = self.key(&["ceremony", key]);
-        let value = format!("{expires}\n{data}");
+        let mut inv = self.scripts.put_ceremony.prepare_invoke();
+        inv.key(self.key(&["ceremony", key]))
+            .key(self.key(&["ceremonies"]))
+            .arg(format!("{expires}\n{data}"))
+            .arg(expires)
+            .arg(MAX_CEREMONIES);
         let mut c = self.conn.clone();
-        self.run(async move {
-            redis::pipe()
-                .atomic()
-                .set(&k, value)
-                .ignore()
-                .expire_at(&k, expires)
-                .ignore()
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await
+        let _: i64 = self
+            .run(async move { inv.invoke_async(&mut c).await })
+            .await?;
+        Ok(())
     }
 
     async fn take_ceremony(&self, key: &str, now: i64) -> Result<Option<String>, StoreError> {
         let k = self.key(&["ceremony", key]);
+        let all = self.key(&["ceremonies"]);
         let mut c = self.conn.clone();
-        let v: Option<String> = self
-            .run(async move { redis::cmd("GETDEL").arg(&k).query_async(&mut c).await })
+        let (v,): (Option<String>,) = self
+            .run(async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("GETDEL")
+                    .arg(&k)
+                    .zrem(&all, &k)
+                    .ignore()
+                    .query_async(&mut c)
+                    .await
+            })
             .await?;
         Ok(v.and_then(|v| {
             let (expires, data) = v.split_once('\n')?;
@@ -1932,6 +1958,37 @@ mod tests {
         a.put_ceremony("c2", "d".into(), t + 300).await.unwrap();
         assert_eq!(b.take_ceremony("c2", t + 300).await.unwrap(), None, "over");
         assert_eq!(b.take_ceremony("c2", t).await.unwrap(), None, "and gone");
+        // A flood keeps only the newest MAX_CEREMONIES.
+        for i in 0..MAX_CEREMONIES + 5 {
+            a.put_ceremony(&format!("f{i}"), "x".into(), t + 60 + i / 4)
+                .await
+                .unwrap();
+        }
+        let mut c = redis::Client::open(r.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let n: i64 = c.zcard(a.key(&["ceremonies"])).await.unwrap();
+        assert_eq!(n, MAX_CEREMONIES);
+        let db: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+        assert_eq!(
+            db,
+            MAX_CEREMONIES + 1,
+            "the records went with their index entries"
+        );
+        assert_eq!(
+            b.take_ceremony("f0", t).await.unwrap(),
+            None,
+            "the oldest went"
+        );
+        assert_eq!(
+            b.take_ceremony(&format!("f{}", MAX_CEREMONIES + 4), t)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("x")
+        );
     }
 
     #[tokio::test]
