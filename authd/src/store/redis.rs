@@ -19,7 +19,10 @@
 //! - `api_token:<id>` hash {data, last_used}; `api_tokens`, `user_api_tokens:<user>` sets of
 //!   ids; `login_code:<hex hash>` (taken with `GETDEL`); `user_login_codes:<user>`
 //! - `totp:<user>` hash {data, last_used_step}; `passkey:<credential id>`;
-//!   `user_passkeys:<user>` sorted by first save (`passkey_seq`); `ceremony:<key>`
+//!   `user_passkeys:<user>` sorted by first save (`passkey_seq`); `ceremony:<key>`, with
+//!   `ceremonies` (by end time) to cap their number
+//!
+//! A `:` or `%` inside a name is escaped (`%3A`, `%25`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -439,13 +442,15 @@ impl RedisStore {
         self.lifetimes.store(Arc::new(l));
     }
 
+    /// `prefix` + parts joined by `:`; a `:` inside a part (a user or client name) is escaped,
+    /// so `consent:a:b:c` cannot mean two different user/client pairs.
     fn key(&self, parts: &[&str]) -> String {
         let mut k = self.prefix.clone();
         for (i, p) in parts.iter().enumerate() {
             if i > 0 {
                 k.push(':');
             }
-            k.push_str(p);
+            k.push_str(&p.replace('%', "%25").replace(':', "%3A"));
         }
         k
     }
@@ -1654,8 +1659,12 @@ mod tests {
             expires: t + 600,
         };
         a.save_consent("ann", "c", c.clone()).await.unwrap();
-        assert_eq!(b.consent("ann", "c").await.unwrap(), Some(c));
+        assert_eq!(b.consent("ann", "c").await.unwrap(), Some(c.clone()));
         assert!(b.consent("ann", "d").await.unwrap().is_none());
+        // Names with colons cannot alias another user/client pair.
+        assert!(b.consent("ann:c", "x").await.unwrap().is_none());
+        a.save_consent("a", "nn:c", c.clone()).await.unwrap();
+        assert!(b.consent("a:nn", "c").await.unwrap().is_none());
         assert!((595..=600).contains(&ttl(&r, &a.key(&["consent", "ann", "c"])).await));
     }
 
