@@ -152,6 +152,8 @@ pub enum Refusal {
     Unknown,
     Expired,
     OutOfScope,
+    /// The state store could not be asked (Redis down): fail closed, but not as "unknown".
+    StoreUnavailable,
 }
 
 /// Checks a presented token for a request to `host` + `path` at `now`: one SHA-256
@@ -166,7 +168,10 @@ pub async fn authenticate<S: Store>(
     let Some((id, secret)) = parse(presented) else {
         return Err(Refusal::Malformed);
     };
-    let found = store.api_token(id).await.ok().flatten();
+    let found = store
+        .api_token(id)
+        .await
+        .map_err(|_| Refusal::StoreUnavailable)?;
     let hash = secret_hash(secret);
     let expected = found.as_ref().map_or([0u8; 32], |t| t.secret_hash);
     let same: bool = hash.ct_eq(&expected).into();

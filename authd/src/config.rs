@@ -1140,6 +1140,15 @@ pub const ENV_KEYS: &[(&str, EnvSetter)] = &[
             None => Err("storage.redis.url must be set first".into()),
         }
     }),
+    ("STORAGE_REDIS_DATABASE_INDEX", |c, v| {
+        match &mut c.storage.redis {
+            Some(r) => {
+                r.database_index = Some(env_value(v)?);
+                Ok(())
+            }
+            None => Err("storage.redis.url must be set first".into()),
+        }
+    }),
     ("SESSION_NAME", |c, v| {
         c.session.name = v.into();
         Ok(())
@@ -1357,6 +1366,7 @@ identity_providers:
             ("AUTHD_SERVER_ADDRESS", "tcp://0.0.0.0:9999/auth"),
             ("AUTHD_SERVER_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.1"),
             ("AUTHD_STORAGE_REDIS_URL", "redis://127.0.0.1:6380/1"),
+            ("AUTHD_STORAGE_REDIS_DATABASE_INDEX", "4"),
             ("AUTHD_STORAGE_REDIS_PASSWORD_FILE", pw.to_str().unwrap()),
             ("PATH", "/usr/bin"),
         ]));
@@ -1366,6 +1376,7 @@ identity_providers:
         assert_eq!(c.server.trusted_proxies.len(), 2);
         let redis = c.storage.redis.as_ref().unwrap();
         assert_eq!(redis.password.as_ref().unwrap().expose(), "s3cret");
+        assert_eq!(redis.database_index, Some(4));
         // secrets never in Debug
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("s3cret"), "{dbg}");

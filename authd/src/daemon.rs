@@ -15,7 +15,7 @@ use crate::config::{Config, ListenAddress};
 use crate::hostnames::{Hostnames, SystemNames};
 use crate::http::{AppState, router};
 use crate::site::Site;
-use crate::store::{AnyStore, LocalStore, Store};
+use crate::store::{AnyStore, Store};
 use crate::systemd;
 use crate::users::store::{Reload, UsersStore};
 use crate::users::verifier::PasswordVerifier;
@@ -80,13 +80,17 @@ pub fn build_state(config: Config, clock: SharedClock) -> anyhow::Result<AppStat
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let pw = &config.authentication_backend.file.password;
     let verifier = PasswordVerifier::start(pw.max_concurrent, pw.max_queued, &pw.argon2);
-    let local = Arc::new(
-        LocalStore::open(&config.storage.local.path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", config.storage.local.path.display()))?,
-    );
-    // Tokens and session revocations written by halos-authctl apply within a second.
-    local.follow_other_processes();
-    let store = AnyStore::Local(local);
+    let store = AnyStore::open(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match &store {
+        // Tokens and session revocations written by halos-authctl apply within a second.
+        AnyStore::Local(local) => local.follow_other_processes(),
+        AnyStore::Redis(r) => {
+            r.spawn_monitor();
+            tracing::info!(
+                "shared state in Redis: sessions, OIDC grants, bans and tokens are common to every instance using it"
+            );
+        }
+    }
     let site = build_site(&config)?;
     let oidc = build_oidc(&config)?;
     if site.cookie_domains.is_empty() {
@@ -242,11 +246,17 @@ fn spawn_session_sweeper(state: &AppState) {
         loop {
             tick.tick().await;
             let now = st.clock.now();
-            let AnyStore::Local(local) = &st.store;
-            let n =
-                local.purge(|s| !crate::http::session::session_alive(&st.config().session, s, now));
-            if n > 0 {
-                tracing::debug!(sessions = n, "expired sessions removed");
+            let cfg = st.config();
+            match st
+                .store
+                .purge_sessions(now, |s| {
+                    !crate::http::session::session_alive(&cfg.session, s, now)
+                })
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(sessions = n, "expired sessions removed"),
+                Err(e) => tracing::debug!(error = %e, "session sweep skipped"),
             }
         }
     });

@@ -115,6 +115,7 @@ pub fn reload_config(st: &AppState, path: &Path, optional: bool) -> Result<(), C
             }]));
         }
     }
+    st.store.set_session_config(&new.session);
     st.config.store(Arc::new(new));
     reload_clients(st);
     st.metrics.reload(true);

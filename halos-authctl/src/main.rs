@@ -404,12 +404,13 @@ fn clients(config: &Config, cmd: ClientsCommand) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The daemon's state database, opened directly (the daemon need not run; if it does, it
-/// notices the changes within a second). Files SQLite creates take the state directory's
-/// owner, so a root CLI does not lock the daemon's user out.
+/// The daemon's state store, opened directly: the state database (the daemon need not run;
+/// if it does, it notices the changes within a second), or Redis when `storage.redis` is set
+/// (every instance sees the change at once). Files SQLite creates take the state
+/// directory's owner, so a root CLI does not lock the daemon's user out.
 struct State {
     rt: tokio::runtime::Runtime,
-    store: authd::store::LocalStore,
+    store: authd::store::AnyStore,
     path: PathBuf,
 }
 
@@ -428,14 +429,28 @@ impl State {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let store = authd::store::LocalStore::open(&path)
-            .with_context(|| format!("cannot open the state database {}", path.display()))?;
+        let store = {
+            // The Redis client belongs to the runtime it is made in.
+            let _rt = rt.enter();
+            authd::store::AnyStore::open(config).with_context(|| match &config.storage.redis {
+                Some(_) => "cannot use the Redis store (storage.redis)".to_string(),
+                None => format!("cannot open the state database {}", path.display()),
+            })?
+        };
+        if let authd::store::AnyStore::Redis(_) = &store {
+            use authd::store::Store;
+            rt.block_on(store.ping())
+                .context("Redis (storage.redis) is unreachable")?;
+        }
         let st = State { rt, store, path };
         st.adopt_owner()?;
         Ok(st)
     }
 
     fn adopt_owner(&self) -> anyhow::Result<()> {
+        if !matches!(self.store, authd::store::AnyStore::Local(_)) {
+            return Ok(());
+        }
         let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) else {
             return Ok(());
         };

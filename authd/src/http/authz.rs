@@ -14,7 +14,7 @@ use url::Url;
 
 use super::AppState;
 use super::request::{client_ip, header as hdr, is_browser, is_trusted};
-use super::session::{SessionUser, current_session};
+use super::session::{SessionUser, try_current_session};
 use crate::auth::{Attempt, LoginError, first_factor};
 use crate::authz::access::{AccessRequest, Subject};
 use crate::config::{IdentityHeaders, Policy};
@@ -265,6 +265,12 @@ async fn api_token_decision(
             .await
         {
             Ok(t) => t,
+            Err(crate::api_token::Refusal::StoreUnavailable) => {
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "503 Service Unavailable: session store unreachable",
+                );
+            }
             Err(why) => {
                 tracing::info!(reason = ?why, host = %host, "forward auth: API token refused");
                 return bearer_challenge();
@@ -345,6 +351,10 @@ async fn basic_user(
             st.metrics.login_busy();
             Some(Err(super::error::WebError::Busy.into_response()))
         }
+        Err(LoginError::Store(_)) => Some(Err(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 Service Unavailable: session store unreachable",
+        ))),
         Err(_) => {
             st.metrics.login(false);
             Some(Err(basic_challenge()))
@@ -426,7 +436,16 @@ async fn decide(
         }
     }
     let session: Option<SessionUser> = if basic.is_none() {
-        current_session(&st, &headers, cd).await
+        match try_current_session(&st, &headers, cd).await {
+            Ok(s) => s,
+            // Fail closed: without the store nobody is let through (the store logs why).
+            Err(_) => {
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "503 Service Unavailable: session store unreachable",
+                );
+            }
+        }
     } else {
         None
     };

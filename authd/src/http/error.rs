@@ -17,6 +17,9 @@ pub enum WebError {
     Forbidden,
     #[error("too many requests")]
     Busy,
+    /// The state store (Redis) is unreachable; it logs that itself, rate-limited.
+    #[error("state store unavailable")]
+    Unavailable,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -26,6 +29,18 @@ impl From<VerifyError> for WebError {
         match e {
             VerifyError::Busy => WebError::Busy,
             VerifyError::Stopped => WebError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for WebError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            // Redis down: a 503 the client may retry; the store logs it (rate-limited).
+            crate::store::StoreError::Redis(_) | crate::store::StoreError::Unavailable => {
+                WebError::Unavailable
+            }
+            other => WebError::Internal(other.to_string()),
         }
     }
 }
@@ -52,6 +67,12 @@ impl IntoResponse for WebError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::RETRY_AFTER, HeaderValue::from_static("2"))],
                 Json(json!({"status": "KO", "message": "Too many login attempts in progress. Try again shortly."})),
+            )
+                .into_response(),
+            WebError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, HeaderValue::from_static("5"))],
+                Json(json!({"status": "KO", "message": "Temporarily unavailable. Try again shortly."})),
             )
                 .into_response(),
             WebError::Internal(detail) => {

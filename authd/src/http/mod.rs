@@ -31,7 +31,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::site::Site;
-use crate::store::AnyStore;
+use crate::store::{AnyStore, Store};
 use crate::users::store::UsersStore;
 use crate::users::verifier::PasswordVerifier;
 
@@ -201,13 +201,13 @@ pub fn router(state: AppState) -> Router {
 
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    let AnyStore::Local(local) = &st.store;
+    let live = st.store.live_sessions(st.clock.now()).await.unwrap_or(0);
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
-        st.metrics.render(local.session_count()),
+        st.metrics.render(live),
     )
         .into_response()
 }
@@ -228,11 +228,17 @@ pub async fn unix_peer(mut req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// `200 {"status":"OK"}` once the daemon serves (it is only routed after start-up).
-async fn health(State(_): State<AppState>) -> Response {
-    (
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        Json(json!({"status": "OK"})),
-    )
-        .into_response()
+/// `200 {"status":"OK"}` once the daemon serves (it is only routed after start-up) and its
+/// state store answers; `503 {"status":"KO"}` while a shared store (Redis) is unreachable.
+async fn health(State(st): State<AppState>) -> Response {
+    let no_store = [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
+    match st.store.ping().await {
+        Ok(()) => (no_store, Json(json!({"status": "OK"}))).into_response(),
+        Err(_) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            no_store,
+            Json(json!({"status": "KO", "message": "The state store is unreachable."})),
+        )
+            .into_response(),
+    }
 }

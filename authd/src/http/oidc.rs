@@ -172,7 +172,7 @@ pub async fn authorization(
     let sub = match &session {
         Some(s) => match st.store.subject(&s.user.name).await {
             Ok(sub) => Some(sub),
-            Err(e) => return WebError::Internal(e.to_string()).into_response(),
+            Err(e) => return WebError::from(e).into_response(),
         },
         None => None,
     };
@@ -279,7 +279,7 @@ async fn issue_code(
         .save_code(token_hash(&code), StoredCode { grant, family })
         .await
     {
-        return WebError::Internal(e.to_string()).into_response();
+        return WebError::from(e).into_response();
     }
     if consented_now && let ConsentMode::PreConfigured { duration } = &req.client.consent_mode {
         let consent = Consent {
@@ -429,7 +429,7 @@ async fn issue_tokens(st: &AppState, issue: Issue<'_>) -> Result<Response, Respo
     let lifespans = &st.config().identity_providers.oidc.lifespans;
     let access_life = lifespans.access_token.as_secs() as i64;
     let access = generate_token(crate::oidc::TokenKind::AccessToken, &mut OsRng);
-    let internal = |e: crate::store::StoreError| WebError::Internal(e.to_string()).into_response();
+    let internal = |e: crate::store::StoreError| WebError::from(e).into_response();
     st.store
         .save_token(
             token_hash(&access),
@@ -540,7 +540,7 @@ pub async fn token(State(st): State<AppState>, headers: HeaderMap, body: Bytes) 
                         false,
                     );
                 }
-                Err(e) => return WebError::Internal(e.to_string()).into_response(),
+                Err(e) => return WebError::from(e).into_response(),
             };
             let user = users.active(&stored.grant.username).cloned();
             if let Err(e) = stored.grant.check_redemption(
@@ -600,7 +600,7 @@ pub async fn token(State(st): State<AppState>, headers: HeaderMap, body: Bytes) 
                         false,
                     );
                 }
-                Err(e) => return WebError::Internal(e.to_string()).into_response(),
+                Err(e) => return WebError::from(e).into_response(),
             };
             let user = users.active(&record.grant.username).cloned();
             let scopes = match record
@@ -685,7 +685,7 @@ pub async fn userinfo(
     let record = match st.store.token(token_hash(&token)).await {
         Ok(Some(r)) if r.kind == TokenKind::Access && r.active(now) => r,
         Ok(_) => return bearer_error("The access token is not valid."),
-        Err(e) => return WebError::Internal(e.to_string()).into_response(),
+        Err(e) => return WebError::from(e).into_response(),
     };
     let users = st.users.snapshot();
     let Some(user) = users.active(&record.grant.username) else {
@@ -723,7 +723,7 @@ pub async fn introspection(
     let record = match st.store.token(token_hash(token)).await {
         Ok(Some(r)) if r.active(now) && r.grant.client_id == client.id => r,
         Ok(_) => return inactive,
-        Err(e) => return WebError::Internal(e.to_string()).into_response(),
+        Err(e) => return WebError::from(e).into_response(),
     };
     if st.users.snapshot().active(&record.grant.username).is_none() {
         return inactive;
@@ -768,7 +768,7 @@ pub async fn revocation(State(st): State<AppState>, headers: HeaderMap, body: By
             st.store.revoke_token(token_hash(token)).await.map(|_| ())
         };
         if let Err(e) = res {
-            return WebError::Internal(e.to_string()).into_response();
+            return WebError::from(e).into_response();
         }
         tracing::info!(target: "audit", event = "oidc_revoke", client = %client.id, user = %r.grant.username);
     }

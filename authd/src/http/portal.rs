@@ -455,6 +455,7 @@ pub async fn login_form(
                 logged_in: None,
             },
         ),
+        Err(LoginError::Store(_)) => WebError::Unavailable.into_response(),
         Err(e) => WebError::Internal(e.to_string()).into_response(),
     }
 }
@@ -567,6 +568,7 @@ pub async fn api_firstfactor(
         }
         Err(LoginError::Failed) => ko_auth(),
         Err(LoginError::Busy) => WebError::Busy.into_response(),
+        Err(LoginError::Store(_)) => WebError::Unavailable.into_response(),
         Err(e) => WebError::Internal(e.to_string()).into_response(),
     }
 }
@@ -594,16 +596,25 @@ pub async fn api_state(
     r
 }
 
-async fn end_session(st: &AppState, headers: &HeaderMap, cd: &CookieDomain) {
+/// Ends every session the request's cookies name; `false` if the store could not be reached
+/// (the session then lives on server-side until it expires).
+async fn end_session(st: &AppState, headers: &HeaderMap, cd: &CookieDomain) -> bool {
+    let mut ended = true;
     // Every cookie of ours in the request, valid or not, is ended server-side.
     for value in cookies(headers, &cd.cookie_name) {
-        if let Some(key) = super::request::session_key(value)
-            && let Ok(Some(s)) = st.store.session(&key).await
-        {
-            tracing::info!(target: "audit", event = "logout", user = %s.username);
-            let _ = st.store.delete_session(&key).await;
+        let Some(key) = super::request::session_key(value) else {
+            continue;
+        };
+        match st.store.session(&key).await {
+            Ok(Some(s)) => {
+                tracing::info!(target: "audit", event = "logout", user = %s.username);
+                ended &= st.store.delete_session(&key).await.is_ok();
+            }
+            Ok(None) => {}
+            Err(_) => ended = false,
         }
     }
+    ended
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -625,7 +636,12 @@ pub async fn api_logout(
     let Some(cd) = cookie_domain(&st, &peer, &headers) else {
         return WebError::BadRequest("host not covered by a cookie domain".into()).into_response();
     };
-    end_session(&st, &headers, &cd).await;
+    if !end_session(&st, &headers, &cd).await {
+        let mut r = WebError::Unavailable.into_response();
+        r.headers_mut()
+            .append(header::SET_COOKIE, clear_cookie(&cd));
+        return r;
+    }
     let safe = body
         .and_then(|Json(b)| b.target_url)
         .is_some_and(|t| st.site().redirects.check(&t).is_some());
@@ -645,7 +661,7 @@ pub async fn logout(
     let Some(cd) = cookie_domain(&st, &peer, &headers) else {
         return unknown_host(&st);
     };
-    end_session(&st, &headers, &cd).await;
+    let _ = end_session(&st, &headers, &cd).await;
     let next =
         q.rd.as_deref()
             .and_then(|t| st.site().redirects.check(t))

@@ -33,17 +33,27 @@ pub fn session_alive(cfg: &SessionConfig, s: &Session, now: i64) -> bool {
     s.remember_me || now - s.last_activity <= cfg.inactivity.as_secs() as i64
 }
 
-/// The session the request's cookie names, if it is valid for `cd`. A session whose user
-/// was deleted, disabled or changed password is ended here. A session that must first
-/// change the default password counts as no session (see [`pending_session`]).
+/// The session the request's cookie names, if it is valid for `cd`; a store failure counts
+/// as no session (pages then ask to sign in, and signing in reports the failure). A session
+/// that must first change the default password counts as no session (see [`pending_session`]).
 pub async fn current_session(
     st: &AppState,
     headers: &HeaderMap,
     cd: &CookieDomain,
 ) -> Option<SessionUser> {
-    lookup_session(st, headers, cd)
-        .await
-        .filter(|s| !s.session.must_change_password)
+    try_current_session(st, headers, cd).await.ok().flatten()
+}
+
+/// Like [`current_session`], but a store failure is an error rather than no session:
+/// forward auth fails closed on it.
+pub async fn try_current_session(
+    st: &AppState,
+    headers: &HeaderMap,
+    cd: &CookieDomain,
+) -> Result<Option<SessionUser>, crate::store::StoreError> {
+    Ok(lookup_session(st, headers, cd)
+        .await?
+        .filter(|s| !s.session.must_change_password))
 }
 
 /// Like [`current_session`], including one that must change the default password: only
@@ -53,20 +63,22 @@ pub async fn pending_session(
     headers: &HeaderMap,
     cd: &CookieDomain,
 ) -> Option<SessionUser> {
-    lookup_session(st, headers, cd).await
+    lookup_session(st, headers, cd).await.ok().flatten()
 }
 
+/// The session the request's cookie names, if it is valid for `cd`, or the store's error.
+/// A session whose user was deleted, disabled or changed password is ended here.
 async fn lookup_session(
     st: &AppState,
     headers: &HeaderMap,
     cd: &CookieDomain,
-) -> Option<SessionUser> {
+) -> Result<Option<SessionUser>, crate::store::StoreError> {
     let now = st.clock.now();
     for value in cookies(headers, &cd.cookie_name) {
         let Some(key) = session_key(value) else {
             continue;
         };
-        let Ok(Some(session)) = st.store.session(&key).await else {
+        let Some(session) = st.store.session(&key).await? else {
             continue;
         };
         // A cookie moved to another domain is not honoured.
@@ -85,9 +97,9 @@ async fn lookup_session(
         if !session.remember_me && now > session.last_activity {
             let _ = st.store.touch_session(&session, now).await;
         }
-        return user.map(|user| SessionUser { session, user });
+        return Ok(user.map(|user| SessionUser { session, user }));
     }
-    None
+    Ok(None)
 }
 
 /// What a login step established.

@@ -5,6 +5,7 @@
 pub mod api_tokens;
 pub mod grants;
 pub mod local;
+pub mod redis;
 pub mod second_factor;
 pub mod sqlite;
 
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::redis::RedisStore;
 pub use api_tokens::{ApiToken, LoginCode};
 pub use grants::{Consent, Redemption, Rotation, StoredCode, TokenHash, TokenKind, TokenRecord};
 pub use local::LocalStore;
@@ -26,6 +28,8 @@ pub enum StoreError {
     Schema(String),
     #[error("{0}")]
     Io(String),
+    #[error("redis: {0}")]
+    Redis(String),
     #[error("the state store is unavailable")]
     Unavailable,
     #[error("the state database thread is gone")]
@@ -113,6 +117,10 @@ impl BanKind {
 
 /// The state operations the daemon needs; implemented by every backend.
 pub trait Store: Send + Sync + 'static {
+    /// Whether the backend answers now (readiness; the local store always does).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
     /// The hot path: must not touch the disk in the local store.
     fn session(
         &self,
@@ -222,6 +230,48 @@ pub trait Store: Send + Sync + 'static {
         consent: Consent,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// An API token by key id. The hot path: answered from memory in the local store.
+    fn api_token(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Arc<ApiToken>>, StoreError>> + Send;
+    /// Every API token (for listing; secrets are not in the records).
+    fn api_tokens(&self) -> impl Future<Output = Result<Vec<ApiToken>, StoreError>> + Send;
+    /// Creates or replaces the token with `token.id`.
+    fn save_api_token(
+        &self,
+        token: ApiToken,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Revokes (deletes) one token; `false` if there was none.
+    fn delete_api_token(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Revokes every API token of `username`; returns how many.
+    fn delete_user_api_tokens(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+    /// Records use of a token at `now`; backends may persist it lazily.
+    fn touch_api_token(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn save_login_code(
+        &self,
+        hash: TokenHash,
+        code: LoginCode,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Single use, atomically: removes the code and returns it if it had not expired.
+    fn take_login_code(
+        &self,
+        hash: TokenHash,
+        now: i64,
+    ) -> impl Future<Output = Result<Option<LoginCode>, StoreError>> + Send;
+    /// Drops every pending login code of `username`; returns how many.
+    fn delete_user_login_codes(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
     /// The user's confirmed TOTP registration.
     fn totp(
         &self,
@@ -279,54 +329,13 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         now: i64,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
-
-    /// An API token by key id. The hot path: answered from memory in the local store.
-    fn api_token(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<Arc<ApiToken>>, StoreError>> + Send;
-    /// Every API token (for listing; secrets are not in the records).
-    fn api_tokens(&self) -> impl Future<Output = Result<Vec<ApiToken>, StoreError>> + Send;
-    /// Creates or replaces the token with `token.id`.
-    fn save_api_token(
-        &self,
-        token: ApiToken,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Revokes (deletes) one token; `false` if there was none.
-    fn delete_api_token(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Revokes every API token of `username`; returns how many.
-    fn delete_user_api_tokens(
-        &self,
-        username: &str,
-    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
-    /// Records use of a token at `now`; backends may persist it lazily.
-    fn touch_api_token(
-        &self,
-        id: &str,
-        now: i64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn save_login_code(
-        &self,
-        hash: TokenHash,
-        code: LoginCode,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Single use, atomically: removes the code and returns it if it had not expired.
-    fn take_login_code(
-        &self,
-        hash: TokenHash,
-        now: i64,
-    ) -> impl Future<Output = Result<Option<LoginCode>, StoreError>> + Send;
-    /// Drops every pending login code of `username`; returns how many.
-    fn delete_user_login_codes(
-        &self,
-        username: &str,
-    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 }
 
 /// The configured backend. An enum rather than a trait object: no boxing on the hot path.
 #[derive(Clone)]
 pub enum AnyStore {
     Local(Arc<LocalStore>),
+    Redis(Arc<RedisStore>),
 }
 
 /// Forwards a method to the backend inside [`AnyStore`].
@@ -334,11 +343,93 @@ macro_rules! delegate {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
             AnyStore::Local($s) => $call,
+            AnyStore::Redis($s) => $call,
         }
     };
 }
 
+impl AnyStore {
+    /// The store `config` names: Redis when `storage.redis` is set, else the local database.
+    /// The daemon and `halos-authctl` both open it this way.
+    pub fn open(config: &crate::config::Config) -> Result<AnyStore, StoreError> {
+        match &config.storage.redis {
+            Some(r) => Ok(AnyStore::Redis(Arc::new(RedisStore::connect(
+                r,
+                self::redis::SessionLifetimes::from_config(&config.session),
+                self::redis::KEY_PREFIX,
+            )?))),
+            None => Ok(AnyStore::Local(Arc::new(
+                LocalStore::open(&config.storage.local.path).map_err(|e| {
+                    StoreError::Io(format!("{}: {e}", config.storage.local.path.display()))
+                })?,
+            ))),
+        }
+    }
+
+    /// Sessions alive at `now` (for metrics).
+    pub async fn live_sessions(&self, now: i64) -> Result<usize, StoreError> {
+        match self {
+            AnyStore::Local(s) => Ok(s.session_count()),
+            AnyStore::Redis(s) => s.live_sessions(now).await,
+        }
+    }
+
+    /// Drops sessions past their lifetimes (run on a timer; Redis expires records by itself
+    /// and only its index needs sweeping). Returns how many.
+    pub async fn purge_sessions(
+        &self,
+        now: i64,
+        expired: impl Fn(&Session) -> bool,
+    ) -> Result<usize, StoreError> {
+        match self {
+            AnyStore::Local(s) => Ok(s.purge(expired)),
+            AnyStore::Redis(s) => s.purge(now).await,
+        }
+    }
+
+    /// Follows a reloaded `session` section (Redis sets record TTLs from it).
+    pub fn set_session_config(&self, c: &crate::config::SessionConfig) {
+        if let AnyStore::Redis(s) = self {
+            s.set_lifetimes(self::redis::SessionLifetimes::from_config(c));
+        }
+    }
+}
+
 impl Store for AnyStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        delegate!(self, s => s.ping().await)
+    }
+    async fn api_token(&self, id: &str) -> Result<Option<Arc<ApiToken>>, StoreError> {
+        delegate!(self, s => s.api_token(id).await)
+    }
+    async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        delegate!(self, s => s.api_tokens().await)
+    }
+    async fn save_api_token(&self, token: ApiToken) -> Result<(), StoreError> {
+        delegate!(self, s => s.save_api_token(token).await)
+    }
+    async fn delete_api_token(&self, id: &str) -> Result<bool, StoreError> {
+        delegate!(self, s => s.delete_api_token(id).await)
+    }
+    async fn delete_user_api_tokens(&self, username: &str) -> Result<u32, StoreError> {
+        delegate!(self, s => s.delete_user_api_tokens(username).await)
+    }
+    async fn touch_api_token(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        delegate!(self, s => s.touch_api_token(id, now).await)
+    }
+    async fn save_login_code(&self, hash: TokenHash, code: LoginCode) -> Result<(), StoreError> {
+        delegate!(self, s => s.save_login_code(hash, code).await)
+    }
+    async fn take_login_code(
+        &self,
+        hash: TokenHash,
+        now: i64,
+    ) -> Result<Option<LoginCode>, StoreError> {
+        delegate!(self, s => s.take_login_code(hash, now).await)
+    }
+    async fn delete_user_login_codes(&self, username: &str) -> Result<u32, StoreError> {
+        delegate!(self, s => s.delete_user_login_codes(username).await)
+    }
     async fn totp(&self, username: &str) -> Result<Option<TotpRecord>, StoreError> {
         delegate!(self, s => s.totp(username).await)
     }
@@ -372,37 +463,6 @@ impl Store for AnyStore {
     }
     async fn take_ceremony(&self, key: &str, now: i64) -> Result<Option<String>, StoreError> {
         delegate!(self, s => s.take_ceremony(key, now).await)
-    }
-    async fn api_token(&self, id: &str) -> Result<Option<Arc<ApiToken>>, StoreError> {
-        delegate!(self, s => s.api_token(id).await)
-    }
-    async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
-        delegate!(self, s => s.api_tokens().await)
-    }
-    async fn save_api_token(&self, token: ApiToken) -> Result<(), StoreError> {
-        delegate!(self, s => s.save_api_token(token).await)
-    }
-    async fn delete_api_token(&self, id: &str) -> Result<bool, StoreError> {
-        delegate!(self, s => s.delete_api_token(id).await)
-    }
-    async fn delete_user_api_tokens(&self, username: &str) -> Result<u32, StoreError> {
-        delegate!(self, s => s.delete_user_api_tokens(username).await)
-    }
-    async fn touch_api_token(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        delegate!(self, s => s.touch_api_token(id, now).await)
-    }
-    async fn save_login_code(&self, hash: TokenHash, code: LoginCode) -> Result<(), StoreError> {
-        delegate!(self, s => s.save_login_code(hash, code).await)
-    }
-    async fn take_login_code(
-        &self,
-        hash: TokenHash,
-        now: i64,
-    ) -> Result<Option<LoginCode>, StoreError> {
-        delegate!(self, s => s.take_login_code(hash, now).await)
-    }
-    async fn delete_user_login_codes(&self, username: &str) -> Result<u32, StoreError> {
-        delegate!(self, s => s.delete_user_login_codes(username).await)
     }
     async fn subject(&self, username: &str) -> Result<String, StoreError> {
         delegate!(self, s => s.subject(username).await)

@@ -38,6 +38,8 @@ pub struct Daemon {
     pub prefix: String,
     /// State directory; kept alive (and removed) with the daemon.
     pub _dir: tempfile::TempDir,
+    /// Everything the daemon wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Daemon {
@@ -148,9 +150,12 @@ impl Daemon {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log_w = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log_w.lock().unwrap().push(line.clone());
                 if !sent && line.starts_with("halos-authd ready: listening on tcp://") {
                     let _ = tx.send(Ok(line.clone()));
                     sent = true;
@@ -180,7 +185,18 @@ impl Daemon {
             addr: addr.parse().unwrap(),
             prefix: prefix.to_string(),
             _dir: dir,
+            log,
         }
+    }
+
+    /// How many log lines so far contain `text`.
+    pub fn log_count(&self, text: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .count()
     }
 
     pub fn get(&self, path: &str) -> HttpResponse {
@@ -254,5 +270,87 @@ pub fn http(
         status,
         headers,
         body: body.to_string(),
+    }
+}
+
+/// A real `redis-server` on a free port with its own temp dir (append-only file, so a
+/// restart keeps the data). Readiness: its "Ready to accept connections" line, then PING.
+pub struct TestRedis {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl TestRedis {
+    pub fn start() -> TestRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let mut r = TestRedis {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            port,
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts it (again) on the same port and data.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let mut child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "yes"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("redis-server (apt install redis-server)");
+        let mut log = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                log.read_line(&mut line).unwrap() > 0,
+                "redis-server exited before it was ready"
+            );
+            if line.contains("Ready to accept connections") {
+                break;
+            }
+        }
+        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+        assert_eq!(self.command("PING"), "+PONG");
+        self.child = Some(child);
+    }
+
+    /// Shuts it down cleanly (the append-only file is complete) and waits for the exit.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = self.command("SHUTDOWN");
+        child.wait().unwrap();
+    }
+
+    /// One inline command; the first line of the answer.
+    pub fn command(&self, cmd: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        let _ = BufReader::new(s).read_line(&mut line);
+        line.trim_end().to_string()
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

@@ -10,6 +10,7 @@ mod forward_auth;
 mod hashes;
 mod login_codes;
 mod oidc_flow;
+mod redis_shared;
 mod second_factor;
 mod snippets;
 mod systemd;
