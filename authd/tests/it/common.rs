@@ -38,6 +38,8 @@ pub struct Daemon {
     pub prefix: String,
     /// State directory; kept alive (and removed) with the daemon.
     pub _dir: tempfile::TempDir,
+    /// Every line the daemon wrote to stderr (its log).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Daemon {
@@ -148,9 +150,12 @@ impl Daemon {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log_writer = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log_writer.lock().unwrap().push(line.clone());
                 if !sent && line.starts_with("halos-authd ready: listening on tcp://") {
                     let _ = tx.send(Ok(line.clone()));
                     sent = true;
@@ -180,7 +185,14 @@ impl Daemon {
             addr: addr.parse().unwrap(),
             prefix: prefix.to_string(),
             _dir: dir,
+            log,
         }
+    }
+
+    /// The log so far, one string. (Lines arrive asynchronously; a request answered
+    /// before this call has had its lines written first: the daemon logs before replying.)
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
     }
 
     pub fn get(&self, path: &str) -> HttpResponse {

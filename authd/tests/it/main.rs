@@ -8,6 +8,7 @@ mod daemon;
 mod forward_auth;
 mod hashes;
 mod oidc_flow;
+mod security;
 mod snippets;
 mod systemd;
 mod users_cli;
