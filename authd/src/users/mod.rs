@@ -71,11 +71,21 @@ struct RawUser {
 }
 
 /// Reads a users file, refusing one over [`MAX_USERS_FILE_BYTES`] before reading it (a
-/// huge or sparse file costs no memory).
+/// huge or sparse file costs no memory), and one anybody may write (anybody could make
+/// themselves an admin).
 pub fn read_users_file(path: &std::path::Path) -> std::io::Result<String> {
     use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
     let f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
+    let meta = f.metadata()?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o002 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("the file is writable by everyone (mode {mode:o}); chmod o-w it"),
+        ));
+    }
+    let len = meta.len();
     if len > MAX_USERS_FILE_BYTES as u64 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,

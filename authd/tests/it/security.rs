@@ -1278,3 +1278,56 @@ fn sec_f5_secret_file_must_be_a_regular_file() {
     assert!(authd::oidc::snippets::read_secret_file(dir.path()).is_err());
     assert!(start.elapsed() < Duration::from_secs(1));
 }
+
+/// F6 (part): a users file or snippet anybody may write is refused (start-up error for the
+/// users file; the snippet is skipped with a reason).
+#[test]
+fn sec_f6_world_writable_files_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.yml");
+    std::fs::write(&users, users_yaml(&digest(PW, 1024, 1))).unwrap();
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let cfg = dir.path().join("authd.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "server:\n  address: tcp://127.0.0.1:0/sso\nauthentication_backend:\n  file:\n    path: {}\nstorage:\n  local:\n    path: {}\n",
+            users.display(),
+            dir.path().join("s.sqlite").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::common::DAEMON)
+        .arg("--config")
+        .arg(&cfg)
+        .env_remove("AUTHD_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("writable by everyone"), "{err}");
+
+    let snippets = dir.path().join("oidc-clients.d");
+    std::fs::create_dir(&snippets).unwrap();
+    let file = snippets.join("app.yml");
+    std::fs::write(
+        &file,
+        "client_id: app\nclient_secret: s3cret-s3cret\nredirect_uris: [https://app.halos.local/cb]\n",
+    )
+    .unwrap();
+    let load = || {
+        authd::oidc::snippets::load_dir(
+            &snippets,
+            &authd::hostnames::Hostnames::default_for(&authd::hostnames::SystemNames::new(
+                "halos", None,
+            )),
+            &Default::default(),
+        )
+    };
+    assert_eq!(load().clients.len(), 1, "{:?}", load().problems);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let loaded = load();
+    assert!(loaded.clients.is_empty());
+    assert!(loaded.problems[0].reason.contains("writable by everyone"));
+}
