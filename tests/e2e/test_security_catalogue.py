@@ -82,7 +82,7 @@ def test_O17_scopes_beyond_the_client_are_not_granted(oidc_daemon, discovery, jw
 def test_O19_credential_posts_answer_303(oidc_daemon, discovery):
     browser = oidc_daemon.session()
     page = browser.get(ISSUER + "/", allow_redirects=False)
-    token = browser.cookies.get("halos_csrf")
+    token = browser.cookies.get("__Host-halos_csrf")
     assert token and token in page.text
     r = browser.post(ISSUER + "/login", allow_redirects=False, data={
         "username": "alice", "password": "correct horse 1", "csrf": token,

@@ -116,7 +116,7 @@ fn healthy(d: &Daemon) {
 /// The CSRF cookie and token of the sign-in page.
 fn csrf(d: &Daemon) -> (String, String) {
     let page = d.req("GET", "/", &[HOST], "");
-    let cookie = page.cookie("halos_csrf").expect("csrf cookie");
+    let cookie = page.cookie("__Host-halos_csrf").expect("csrf cookie");
     let token = cookie.split_once('=').unwrap().1.to_string();
     (cookie, token)
 }
@@ -684,7 +684,7 @@ fn sec_s1_cookie_attributes_and_no_session_value_elsewhere() {
         "",
     );
     assert!(!page.body.contains(value));
-    // The CSRF cookie is host-only (no Domain), HttpOnly, SameSite=Strict.
+    // Every other cookie is `__Host-` (host-only, Secure, Path=/): no sibling can toss it.
     let csrf = page
         .headers
         .iter()
@@ -692,8 +692,10 @@ fn sec_s1_cookie_attributes_and_no_session_value_elsewhere() {
         .find(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.contains("csrf"))
         .map(|(_, v)| v.clone())
         .unwrap();
-    assert!(!csrf.contains("Domain="), "{csrf}");
-    assert!(csrf.contains("HttpOnly") && csrf.contains("SameSite=Strict"));
+    assert!(csrf.starts_with("__Host-halos_csrf="), "{csrf}");
+    let mut attrs: Vec<&str> = csrf.split("; ").skip(1).collect();
+    attrs.sort_unstable();
+    assert_eq!(attrs, ["HttpOnly", "Path=/", "SameSite=Strict", "Secure"]);
 }
 
 /// S2-a, S2-c: a client-chosen id is never adopted; every login gets a new id and ends
@@ -760,8 +762,8 @@ fn sec_s3_cookie_tossing() {
         &[("Cookie", &ann), ("Cookie", &boss)],
     );
     assert_eq!(r.status, 401);
-    // CSRF: a cookie the attacker chose, with the matching form field, from another
-    // site → 403; the form only trusts its own pair.
+    // CSRF: a sibling (same site, so Origin and Sec-Fetch-Site pass) can set a
+    // `Domain=halos.local` cookie but never a `__Host-` one: its token is not accepted.
     let tossed = "B".repeat(43);
     let body = format!("username=ann&password={}&csrf={tossed}", enc(PW));
     let r = d.req(
@@ -771,7 +773,8 @@ fn sec_s3_cookie_tossing() {
             HOST,
             ("Content-Type", "application/x-www-form-urlencoded"),
             ("Cookie", &format!("halos_csrf={tossed}")),
-            ("Sec-Fetch-Site", "cross-site"),
+            ("Origin", "https://evil.halos.local"),
+            ("Sec-Fetch-Site", "same-site"),
         ],
         &body,
     );
