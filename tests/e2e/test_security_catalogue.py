@@ -89,3 +89,26 @@ def test_O19_credential_posts_answer_303(oidc_daemon, discovery):
         "rd": "https://app.halos.test/x", "rm": "GET"})
     assert r.status_code == 303, r.status_code
     assert urllib.parse.urlsplit(r.headers["Location"]).hostname == "app.halos.test"
+
+
+def test_C3_consent_is_bound_to_the_browser(oidc_daemon, discovery):
+    from test_oidc_security import authz, consent_form, valid_params
+
+    redirect_uri = "https://app.halos.test/consent-cb"
+    params = valid_params(client_id="consent-app", redirect_uri=redirect_uri)
+    a = oidc_daemon.session()
+    login(a, "alice")
+    action, fields, buttons = consent_form(authz(a, discovery, **params))
+    url = urllib.parse.urljoin(ISSUER + "/", action)
+    name, value = buttons["consent-approve"]
+    # Bob's browser submits alice's pending consent (with alice's CSRF field): no code.
+    b = oidc_daemon.session()
+    login(b, "bob")
+    r = b.post(url, data={**fields, name: value}, allow_redirects=False)
+    assert "code=" not in r.headers.get("Location", ""), r.headers
+    # A query parameter cannot pre-approve.
+    for bypass in ({"bypass_approval_prompt": "true"}, {"consent": "granted"}, {name: value}):
+        consent_form(authz(a, discovery, **params, **bypass))
+    # Alice's own submission works.
+    r = a.post(url, data={**fields, name: value}, allow_redirects=False)
+    assert callback_params(r, redirect_uri)["code"]
