@@ -1334,3 +1334,69 @@ fn sec_f6_world_writable_files_are_refused() {
     assert!(loaded.clients.is_empty());
     assert!(loaded.problems[0].reason.contains("writable by everyone"));
 }
+
+/// The unix-socket listener (`server.address: unix://…`) serves every handler, including
+/// those that need the client address (it is the local proxy: loopback), with the same
+/// request-head limits.
+#[test]
+fn sec_unix_socket_listener_serves_with_the_same_limits() {
+    use std::io::BufRead;
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.yml");
+    std::fs::write(&users, users_yaml(&digest(PW, 1024, 1))).unwrap();
+    let sock = dir.path().join("authd.sock");
+    let cfg = dir.path().join("authd.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "server:\n  address: unix://{}/sso\nauthentication_backend:\n  file:\n    path: {}\n    password:\n      argon2: {{memory: 1024, iterations: 1, parallelism: 1}}\nstorage:\n  local:\n    path: {}\n{SITE}",
+            sock.display(),
+            users.display(),
+            dir.path().join("s.sqlite").display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(crate::common::DAEMON)
+        .arg("--config")
+        .arg(&cfg)
+        .env_remove("AUTHD_CONFIG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // The ready line is the readiness signal.
+    loop {
+        let line = lines.next().expect("daemon exited").unwrap();
+        if line.starts_with("halos-authd ready: listening on unix://") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let send = |req: String| {
+        let mut s = UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        // The daemon may hang up before reading everything (431): not an error here.
+        let _ = s.write_all(req.as_bytes());
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let body = serde_json::json!({"username": "ann", "password": PW}).to_string();
+    let r = send(format!(
+        "POST /sso/api/firstfactor HTTP/1.1\r\nHost: halos.local\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = send(
+        "GET /sso/api/authz/forward-auth HTTP/1.1\r\nHost: x\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: app.halos.local\r\nX-Forwarded-Uri: /\r\nConnection: close\r\n\r\n".into(),
+    );
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    let r = send(format!(
+        "GET /sso/api/health HTTP/1.1\r\nHost: x\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(200 * 1024)
+    ));
+    assert!(r.is_empty() || r.starts_with("HTTP/1.1 431"), "{r}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
