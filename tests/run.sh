@@ -68,6 +68,21 @@ say "cargo test"
 cargo build --workspace --locked
 cargo test --workspace --locked
 
+# --- fuzz targets (fuzz/, a cargo-fuzz crate outside the workspace) ----------------
+say "fuzz targets: replay the committed corpus, then a few seconds of fuzzing each"
+# One target dir with the workspace: the replay reuses the dependencies built above.
+fuzz_target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+(cd fuzz && CARGO_TARGET_DIR="$fuzz_target_dir" cargo test --locked --no-default-features)
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+# The pinned stable toolchain has no sanitizers; RUSTC_BOOTSTRAP lets cargo-fuzz's -Z flags through.
+# New inputs go to a scratch directory: the committed corpus stays as it is.
+for target in redirect users_file snippet forward_headers cookie; do
+  scratch=$(mktemp -d)
+  (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$fuzz_target_dir" cargo fuzz run --sanitizer none -O "$target" \
+    "$scratch" "$PWD/corpus/$target" -- -max_total_time=5 -artifact_prefix="$scratch/")
+  rm -rf "$scratch"
+done
+
 # --- end-to-end tests against the built binaries ----------------------------------
 say "end-to-end tests"
 .venv/bin/pytest -q tests/e2e

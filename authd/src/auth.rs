@@ -91,12 +91,13 @@ pub async fn first_factor<S: Store>(
     }
     let snapshot = users.snapshot();
     let user = snapshot.active(username).cloned();
-    let digest = if banned {
-        None
-    } else {
-        user.as_ref().map(|u| Arc::clone(&u.digest))
+    // Unknown, disabled and banned: one verification against a real user's digest (same
+    // cost as a real attempt), whose outcome is ignored.
+    let (digest, real) = match (&user, banned) {
+        (Some(u), false) => (Some(Arc::clone(&u.digest)), true),
+        _ => (snapshot.decoy().cloned(), false),
     };
-    let ok = verifier.verify(password, digest).await?;
+    let ok = verifier.verify(password, digest).await? && real;
     if ok && let Some(user) = user {
         for (kind, subject) in [(BanKind::User, username), (BanKind::Ip, ip.as_str())] {
             store.clear_failures(kind, subject).await?;

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ListenAddress};
 use crate::hostnames::{Hostnames, SystemNames};
+use crate::http::serve::{self, serve};
 use crate::http::{AppState, router};
 use crate::site::Site;
 use crate::store::{AnyStore, Store};
@@ -295,6 +296,8 @@ pub async fn run(config: Config, source: Option<ConfigSource>) -> anyhow::Result
         None
     };
     let (listener, bound) = bind(&state.config().server.address.listen).await?;
+    // Read at start-up: listeners are not rebuilt on reload.
+    let head_timeout = state.config().server.request_timeout.0;
     // Metrics on their own listener when telemetry.metrics.address is set.
     let metrics_cfg = state.config().telemetry.metrics.clone();
     if let (true, Some(addr)) = (metrics_cfg.enabled, &metrics_cfg.address) {
@@ -309,12 +312,10 @@ pub async fn run(config: Config, source: Option<ConfigSource>) -> anyhow::Result
             }
         );
         tokio::spawn(async move {
-            let served = match l {
-                Bound::Tcp(l) => axum::serve(l, app.into_make_service()).await,
-                Bound::Unix(l) => axum::serve(l, app.into_make_service()).await,
-            };
-            if let Err(e) = served {
-                tracing::error!(error = %e, "metrics listener failed");
+            let forever = std::future::pending::<()>();
+            match l {
+                Bound::Tcp(l) => serve(l, app, head_timeout, serve::tcp_peer, forever).await,
+                Bound::Unix(l) => serve(l, app, head_timeout, serve::unix_peer, forever).await,
             }
         });
     }
@@ -369,16 +370,8 @@ pub async fn run(config: Config, source: Option<ConfigSource>) -> anyhow::Result
         tracing::info!("shutting down");
     };
     match listener {
-        Bound::Tcp(l) => {
-            axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(shutdown)
-                .await?
-        }
-        Bound::Unix(l) => {
-            axum::serve(l, app.into_make_service())
-                .with_graceful_shutdown(shutdown)
-                .await?
-        }
+        Bound::Tcp(l) => serve(l, app, head_timeout, serve::tcp_peer, shutdown).await,
+        Bound::Unix(l) => serve(l, app, head_timeout, serve::unix_peer, shutdown).await,
     }
     Ok(())
 }

@@ -42,8 +42,10 @@ impl std::error::Error for YamlError {}
 fn options() -> Options {
     let mut budget = Budget::default();
     budget.max_depth = 64;
-    budget.max_aliases = 100;
-    budget.max_anchors = 100;
+    // Users files, snippets and authd.yml never need anchors; refusing them outright
+    // is the simplest defence against alias bombs.
+    budget.max_aliases = 0;
+    budget.max_anchors = 0;
     budget.max_events = 500_000;
     budget.max_nodes = 250_000;
     budget.max_documents = 1;
@@ -55,6 +57,17 @@ fn options() -> Options {
         merge_keys: MergeKeyPolicy::Error,
         strict_booleans: true,
         with_snippet: false,
+    }
+}
+
+/// Plain words for a breached parser budget.
+fn budget_reason(raw: &str) -> &'static str {
+    if raw.contains("Alias") || raw.contains("Anchor") {
+        "YAML anchors and aliases (&name, *name) are not allowed"
+    } else if raw.contains("Depth") {
+        "nested deeper than the limit of 64 levels"
+    } else {
+        "the document is larger or more complex than the limit"
     }
 }
 
@@ -92,6 +105,9 @@ pub fn parse_yaml<T: DeserializeOwned>(
         // The rendered text ends with the location, which we report separately.
         if let Some(i) = reason.rfind(" at line ") {
             reason.truncate(i);
+        }
+        if reason.contains("budget breached") {
+            reason = budget_reason(&reason).to_string();
         }
         YamlError {
             source: source.to_string(),

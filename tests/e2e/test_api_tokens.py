@@ -117,7 +117,7 @@ def test_one_time_login_code_signs_in_once_through_the_proxy(stack):
     c = st.client()
     page = c.browser_get(st.url(DOMAIN, "/sso/login-code"))
     assert page.status == 200 and 'name="code"' in page.text, f"{page.status} {page.text}"
-    csrf = c.cookie("halos_csrf").value
+    csrf = c.cookie("__Host-halos_csrf").value
     form = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html"}
     r = c.request("POST", st.url(DOMAIN, "/sso/login-code"), headers=form,
                   body=f"code={code}&csrf={csrf}")
@@ -130,6 +130,6 @@ def test_one_time_login_code_signs_in_once_through_the_proxy(stack):
     again = st.client()
     again.browser_get(st.url(DOMAIN, "/sso/login-code"))
     r = again.request("POST", st.url(DOMAIN, "/sso/login-code"), headers=form,
-                      body=f"code={code}&csrf={again.cookie('halos_csrf').value}")
+                      body=f"code={code}&csrf={again.cookie('__Host-halos_csrf').value}")
     assert r.status == 401 and 'role="alert"' in r.text, f"{r.status} {r.text}"
     assert again.browser_get(st.url(APP, "/deck")).status == 302, "a used code made a session"

@@ -60,16 +60,34 @@ fn valid_method(m: &str) -> bool {
     !m.is_empty() && m.len() <= 16 && m.bytes().all(|b| b.is_ascii_uppercase())
 }
 
-struct Target {
-    url: Url,
-    method: String,
+/// The request a proxy asks about: its URL and method.
+#[derive(Debug)]
+pub struct Target {
+    pub url: Url,
+    pub method: String,
 }
 
-fn parse_target(
+/// Reads the target from the forwarded headers (pure: no state; fuzzed in `fuzz/`).
+pub fn parse_target(
     flavor: Flavor,
     headers: &HeaderMap,
     request_method: &Method,
 ) -> Result<Target, &'static str> {
+    // A proxy sends each of these once; several (or comma-joined) values mean a client's
+    // copy got through next to the proxy's, and either could be the one the app sees.
+    for name in [
+        "x-original-url",
+        "x-original-method",
+        "x-forwarded-method",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-uri",
+    ] {
+        let mut values = headers.get_all(name).iter();
+        if values.next().is_some() && values.next().is_some() {
+            return Err("repeated forwarded header");
+        }
+    }
     let original = hdr(headers, "x-original-url");
     let use_original = match flavor {
         Flavor::AuthRequest => true,
@@ -98,20 +116,39 @@ fn parse_target(
         let proto = hdr(headers, "x-forwarded-proto").unwrap_or("https");
         let host = hdr(headers, "x-forwarded-host").ok_or("missing X-Forwarded-Host")?;
         let uri = hdr(headers, "x-forwarded-uri").unwrap_or("/");
-        if !uri.starts_with('/') {
-            return Err("X-Forwarded-Uri must start with /");
+        if !(proto.eq_ignore_ascii_case("https") || proto.eq_ignore_ascii_case("http")) {
+            return Err("X-Forwarded-Proto must be http or https");
+        }
+        if host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        {
+            return Err("X-Forwarded-Host must be one host[:port]");
+        }
+        if !uri.starts_with('/') || uri.starts_with("//") {
+            return Err("X-Forwarded-Uri must be an origin-form path");
         }
         (format!("{proto}://{host}{uri}"), method)
     };
     if !valid_method(&method) {
         return Err("invalid method");
     }
-    if raw.len() > 8192 || raw.bytes().any(|b| b.is_ascii_control()) {
+    // No control characters, and none of the characters a URL parser reinterprets
+    // (`\` is `/` for http, `#` would hide the rest of the path from the rule match).
+    if raw.len() > 8192
+        || raw
+            .bytes()
+            .any(|b| b.is_ascii_control() || b"\\# ".contains(&b))
+    {
         return Err("invalid target URL");
     }
     let url = Url::parse(&raw).map_err(|_| "target URL does not parse")?;
-    if url.host_str().is_none() {
-        return Err("target URL has no host");
+    if url.host_str().is_none() || !matches!(url.scheme(), "http" | "https") {
+        return Err("target URL must be http(s) with a host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("target URL has userinfo");
     }
     Ok(Target { url, method })
 }

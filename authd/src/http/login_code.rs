@@ -34,8 +34,14 @@ fn settings_url(cd: &CookieDomain) -> Url {
         .unwrap_or_else(|_| cd.portal.clone())
 }
 
-fn page(st: &AppState, headers: &HeaderMap, status: StatusCode, error: Option<&str>) -> Response {
-    let (token, fresh) = match csrf_token(headers) {
+fn page(
+    st: &AppState,
+    headers: &HeaderMap,
+    secure: bool,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let (token, fresh) = match csrf_token(headers, secure) {
         Some(t) => (t, false),
         None => (super::request::new_session_id(), true),
     };
@@ -49,7 +55,7 @@ fn page(st: &AppState, headers: &HeaderMap, status: StatusCode, error: Option<&s
     );
     if fresh {
         r.headers_mut()
-            .append(header::SET_COOKIE, csrf_cookie(st, &token));
+            .append(header::SET_COOKIE, csrf_cookie(st, &token, secure));
     }
     r
 }
@@ -60,10 +66,10 @@ pub async fn form_page(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if cookie_domain(&st, &peer, &headers).is_none() {
+    let Some(cd) = cookie_domain(&st, &peer, &headers) else {
         return unknown_host(&st);
-    }
-    page(&st, &headers, StatusCode::OK, None)
+    };
+    page(&st, &headers, cd.secure, StatusCode::OK, None)
 }
 
 /// Redeems the code and starts the session; returns where to go and the cookie.
@@ -112,12 +118,13 @@ pub async fn form_submit(
     let Some(cd) = cookie_domain(&st, &peer, &headers) else {
         return unknown_host(&st);
     };
-    let csrf_ok =
-        csrf_token(&headers).is_some_and(|t| bool::from(t.as_bytes().ct_eq(f.csrf.as_bytes())));
+    let csrf_ok = csrf_token(&headers, cd.secure)
+        .is_some_and(|t| bool::from(t.as_bytes().ct_eq(f.csrf.as_bytes())));
     if !csrf_ok || !same_site_request(&st, &headers) {
         return page(
             &st,
             &headers,
+            cd.secure,
             StatusCode::FORBIDDEN,
             Some("Your session form expired. Please try again."),
         );
@@ -128,9 +135,13 @@ pub async fn form_submit(
             r.headers_mut().append(header::SET_COOKIE, cookie);
             r
         }
-        Err(LoginCodeError::Invalid) => {
-            page(&st, &headers, StatusCode::UNAUTHORIZED, Some(INVALID))
-        }
+        Err(LoginCodeError::Invalid) => page(
+            &st,
+            &headers,
+            cd.secure,
+            StatusCode::UNAUTHORIZED,
+            Some(INVALID),
+        ),
         Err(e) => WebError::Internal(e.to_string()).into_response(),
     }
 }

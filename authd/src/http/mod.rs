@@ -11,16 +11,15 @@ pub mod passkeys;
 pub mod portal;
 pub mod request;
 pub mod second_factor;
+pub mod serve;
 pub mod session;
 pub mod settings;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
@@ -216,16 +215,6 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
 pub fn metrics_router(state: AppState, path: &str) -> Router {
     let path = if path.is_empty() { "/metrics" } else { path };
     Router::new().route(path, get(metrics)).with_state(state)
-}
-
-/// Unix-socket peers are local processes (the proxy): give them a loopback address so
-/// handlers see one kind of peer.
-pub async fn unix_peer(mut req: Request, next: Next) -> Response {
-    if req.extensions().get::<ConnectInfo<SocketAddr>>().is_none() {
-        req.extensions_mut()
-            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 0))));
-    }
-    next.run(req).await
 }
 
 /// `200 {"status":"OK"}` once the daemon serves (it is only routed after start-up) and its

@@ -14,8 +14,8 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::WebError;
-use super::portal::page_headers;
-use super::request::{cookies, header as hdr, new_session_id, request_host, request_scheme};
+use super::portal::{csrf_token, page_headers};
+use super::request::{header as hdr, new_session_id, request_host, request_scheme};
 use super::session::{SessionUser, clear_cookie, current_session};
 use crate::oidc::authorize::{DecisionContext, HintStatus, SessionView};
 use crate::oidc::clients::ConsentMode;
@@ -28,6 +28,7 @@ use crate::oidc::{
     Issuer, OAuthError, OidcClient, OsRng, SigningKeys, TokenRequest, discovery_document,
     generate_token, id_token_claims, paths, token_hash, userinfo_claims,
 };
+use crate::site::CookieDomain;
 use crate::store::{Consent, Redemption, Rotation, Store, StoredCode, TokenKind, TokenRecord};
 use crate::users::User;
 
@@ -38,7 +39,6 @@ pub struct Oidc {
     pub registry: ArcSwap<ClientRegistry>,
 }
 
-const CSRF_COOKIE: &str = "halos_csrf";
 /// Parameters we add to an authorization request on its way through login and consent.
 const FLOW_PARAM: &str = "halos_flow";
 const CONSENT_PARAM: &str = "halos_consent";
@@ -125,12 +125,11 @@ fn auth_methods(amr: &[String]) -> AuthMethods {
     }
 }
 
-fn csrf_ok(headers: &HeaderMap, params: &[(String, String)]) -> bool {
+fn csrf_ok(headers: &HeaderMap, params: &[(String, String)], cd: &CookieDomain) -> bool {
     let Some(field) = param(params, CSRF_PARAM) else {
         return false;
     };
-    cookies(headers, CSRF_COOKIE)
-        .any(|c| c.len() == 43 && bool::from(c.as_bytes().ct_eq(field.as_bytes())))
+    csrf_token(headers, cd.secure).is_some_and(|c| bool::from(c.as_bytes().ct_eq(field.as_bytes())))
 }
 
 /// `GET|POST /api/oidc/authorization`.
@@ -183,7 +182,7 @@ pub async fn authorization(
             Err(_) => HintStatus::Invalid,
         },
     };
-    let posted_consent = (method == Method::POST && csrf_ok(&headers, &params))
+    let posted_consent = (method == Method::POST && csrf_ok(&headers, &params, &cd))
         .then(|| param(&params, CONSENT_PARAM))
         .flatten();
     if posted_consent == Some("deny") {
@@ -245,7 +244,7 @@ pub async fn authorization(
             }
             redirect(portal.as_str())
         }
-        Decision::Consent => consent_page(&st, &headers, &req, &params, flow_started_at),
+        Decision::Consent => consent_page(&st, &headers, &cd, &req, &params, flow_started_at),
         Decision::Issue => {
             let (Some(s), Some(sub)) = (&session, &sub) else {
                 return WebError::Internal("issue without a session".into()).into_response();
@@ -301,12 +300,13 @@ async fn issue_code(
 fn consent_page(
     st: &AppState,
     headers: &HeaderMap,
+    cd: &CookieDomain,
     req: &AuthorizationRequest,
     params: &[(String, String)],
     flow: i64,
 ) -> Response {
-    let (token, fresh) = match cookies(headers, CSRF_COOKIE).find(|c| c.len() == 43) {
-        Some(t) => (t.to_string(), false),
+    let (token, fresh) = match csrf_token(headers, cd.secure) {
+        Some(t) => (t, false),
         None => (new_session_id(), true),
     };
     let mut hidden: Vec<(String, String)> = params
@@ -337,8 +337,10 @@ fn consent_page(
     };
     page_headers(&mut r);
     if fresh {
-        r.headers_mut()
-            .append(header::SET_COOKIE, super::portal::csrf_cookie(st, &token));
+        r.headers_mut().append(
+            header::SET_COOKIE,
+            super::portal::csrf_cookie(st, &token, cd.secure),
+        );
     }
     r
 }

@@ -124,10 +124,11 @@ async fn take_state(st: &AppState, headers: &HeaderMap, kind: &str) -> Option<Va
     None
 }
 
-fn api_csrf_ok(st: &AppState, headers: &HeaderMap) -> bool {
+fn api_csrf_ok(st: &AppState, headers: &HeaderMap, secure: bool) -> bool {
     let sent = hdr(headers, "x-csrf-token").unwrap_or("");
     same_site_request(st, headers)
-        && csrf_token(headers).is_some_and(|t| bool::from(t.as_bytes().ct_eq(sent.as_bytes())))
+        && csrf_token(headers, secure)
+            .is_some_and(|t| bool::from(t.as_bytes().ct_eq(sent.as_bytes())))
 }
 
 fn json_ok(body: Value, cookie: Option<HeaderValue>) -> Response {
@@ -153,7 +154,7 @@ pub async fn register_start(
     let Some(cd) = cookie_domain(&st, &peer, &headers) else {
         return WebError::BadRequest("unknown host".into()).into_response();
     };
-    if !api_csrf_ok(&st, &headers) {
+    if !api_csrf_ok(&st, &headers, cd.secure) {
         return WebError::Forbidden.into_response();
     }
     let Some(su) = current_session(&st, &headers, &cd).await else {
@@ -226,7 +227,7 @@ pub async fn register_finish(
     let Some(cd) = cookie_domain(&st, &peer, &headers) else {
         return WebError::BadRequest("unknown host".into()).into_response();
     };
-    if !api_csrf_ok(&st, &headers) {
+    if !api_csrf_ok(&st, &headers, cd.secure) {
         return WebError::Forbidden.into_response();
     }
     let Some(su) = current_session(&st, &headers, &cd).await else {
@@ -449,7 +450,7 @@ pub async fn delete(
         return super::portal::see_other(cd.portal.as_str(), StatusCode::SEE_OTHER);
     };
     let now = st.clock.now();
-    let (status, notes) = if !form_csrf_ok(&st, &headers, &f.csrf) {
+    let (status, notes) = if !form_csrf_ok(&st, &headers, &f.csrf, cd.secure) {
         (
             StatusCode::FORBIDDEN,
             Notes {

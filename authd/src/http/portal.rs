@@ -26,8 +26,6 @@ use crate::site::CookieDomain;
 use crate::store::{AuthLevel, Store};
 use crate::users::User;
 
-const CSRF_COOKIE: &str = "halos_csrf";
-
 /// Headers every portal page carries.
 pub fn page_headers(r: &mut Response) {
     let h = r.headers_mut();
@@ -219,24 +217,40 @@ pub struct PortalQuery {
     pub prompt: Option<String>,
 }
 
-pub(super) fn csrf_token(headers: &HeaderMap) -> Option<String> {
-    cookies(headers, CSRF_COOKIE)
+/// The CSRF double-submit cookie's name. On https portals it has the `__Host-` prefix:
+/// browsers then accept it only host-only, `Secure` and `Path=/`, so a sibling subdomain
+/// cannot plant ("toss") a token of its choosing. Plain-http portals (the LAN opt-in)
+/// cannot use the prefix.
+pub fn csrf_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-halos_csrf"
+    } else {
+        "halos_csrf"
+    }
+}
+
+/// The CSRF token the browser holds, if any.
+pub fn csrf_token(headers: &HeaderMap, secure: bool) -> Option<String> {
+    cookies(headers, csrf_cookie_name(secure))
         .find(|v| v.len() == 43)
         .map(str::to_string)
 }
 
-/// The CSRF double-submit cookie, scoped to the portal's path.
-pub fn csrf_cookie(st: &AppState, token: &str) -> HeaderValue {
-    let cfg = st.config();
-    let path = if cfg.path_prefix().is_empty() {
-        "/"
+/// The CSRF cookie (`secure`: the portal is https).
+pub fn csrf_cookie(st: &AppState, token: &str, secure: bool) -> HeaderValue {
+    let name = csrf_cookie_name(secure);
+    let cookie = if secure {
+        format!("{name}={token}; Path=/; Secure; HttpOnly; SameSite=Strict")
     } else {
-        cfg.path_prefix()
+        let cfg = st.config();
+        let path = if cfg.path_prefix().is_empty() {
+            "/"
+        } else {
+            cfg.path_prefix()
+        };
+        format!("{name}={token}; Path={path}; HttpOnly; SameSite=Strict")
     };
-    HeaderValue::from_str(&format!(
-        "{CSRF_COOKIE}={token}; Path={path}; HttpOnly; SameSite=Strict"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// What the sign-in page shows.
@@ -252,6 +266,7 @@ struct LoginView<'a> {
 fn login_page(
     st: &AppState,
     headers: &HeaderMap,
+    cd: &CookieDomain,
     status: StatusCode,
     v: LoginView<'_>,
 ) -> Response {
@@ -262,7 +277,7 @@ fn login_page(
         error,
         logged_in,
     } = v;
-    let (token, fresh) = match csrf_token(headers) {
+    let (token, fresh) = match csrf_token(headers, cd.secure) {
         Some(t) => (t, false),
         None => (super::request::new_session_id(), true),
     };
@@ -279,7 +294,7 @@ fn login_page(
     );
     if fresh {
         r.headers_mut()
-            .append(header::SET_COOKIE, csrf_cookie(st, &token));
+            .append(header::SET_COOKIE, csrf_cookie(st, &token, cd.secure));
     }
     r
 }
@@ -311,6 +326,7 @@ pub async fn portal(
             return super::second_factor::second_factor_page(
                 &st,
                 &headers,
+                cd.secure,
                 StatusCode::OK,
                 &user,
                 rd,
@@ -326,6 +342,7 @@ pub async fn portal(
         return login_page(
             &st,
             &headers,
+            &cd,
             StatusCode::OK,
             LoginView {
                 rd,
@@ -339,6 +356,7 @@ pub async fn portal(
     login_page(
         &st,
         &headers,
+        &cd,
         StatusCode::OK,
         LoginView {
             rd,
@@ -383,12 +401,13 @@ pub async fn login_form(
     let Some(cd) = cookie_domain(&st, &peer, &headers) else {
         return unknown_host(&st);
     };
-    let csrf_ok =
-        csrf_token(&headers).is_some_and(|t| bool::from(t.as_bytes().ct_eq(f.csrf.as_bytes())));
+    let csrf_ok = csrf_token(&headers, cd.secure)
+        .is_some_and(|t| bool::from(t.as_bytes().ct_eq(f.csrf.as_bytes())));
     if !csrf_ok || !same_site_request(&st, &headers) {
         return login_page(
             &st,
             &headers,
+            &cd,
             StatusCode::FORBIDDEN,
             LoginView {
                 rd: &f.rd,
@@ -430,6 +449,7 @@ pub async fn login_form(
             let mut r = login_page(
                 &st,
                 &headers,
+                &cd,
                 StatusCode::SERVICE_UNAVAILABLE,
                 LoginView {
                     rd: &f.rd,
@@ -446,6 +466,7 @@ pub async fn login_form(
         Err(LoginError::Failed) => login_page(
             &st,
             &headers,
+            &cd,
             StatusCode::UNAUTHORIZED,
             LoginView {
                 rd: &f.rd,

@@ -28,20 +28,24 @@ use crate::users::User;
 use crate::users::edit::{UserChange, UserPatch, UsersFile};
 
 /// The page's CSRF token, and the cookie to set when it is new.
-pub(super) fn page_csrf(st: &AppState, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
-    match csrf_token(headers) {
+pub(super) fn page_csrf(
+    st: &AppState,
+    headers: &HeaderMap,
+    secure: bool,
+) -> (String, Option<HeaderValue>) {
+    match csrf_token(headers, secure) {
         Some(t) => (t, None),
         None => {
             let t = super::request::new_session_id();
-            let c = csrf_cookie(st, &t);
+            let c = csrf_cookie(st, &t, secure);
             (t, Some(c))
         }
     }
 }
 
 /// A posted form's CSRF field matches the cookie and the request comes from our pages.
-pub(super) fn form_csrf_ok(st: &AppState, headers: &HeaderMap, field: &str) -> bool {
-    csrf_token(headers).is_some_and(|t| bool::from(t.as_bytes().ct_eq(field.as_bytes())))
+pub(super) fn form_csrf_ok(st: &AppState, headers: &HeaderMap, field: &str, secure: bool) -> bool {
+    csrf_token(headers, secure).is_some_and(|t| bool::from(t.as_bytes().ct_eq(field.as_bytes())))
         && same_site_request(st, headers)
 }
 
@@ -49,11 +53,12 @@ pub(super) fn form_csrf_ok(st: &AppState, headers: &HeaderMap, field: &str) -> b
 pub(super) fn render_form(
     st: &AppState,
     headers: &HeaderMap,
+    secure: bool,
     template: &str,
     status: StatusCode,
     ctx: minijinja::Value,
 ) -> Response {
-    let (csrf, cookie) = page_csrf(st, headers);
+    let (csrf, cookie) = page_csrf(st, headers, secure);
     let ctx = minijinja::context! { csrf => csrf, site_name => "HaLOS", prefix => st.config().path_prefix(), ..ctx };
     let mut r = render(st, template, status, ctx);
     if let Some(c) = cookie {
@@ -67,6 +72,7 @@ pub(super) fn render_form(
 pub(super) async fn second_factor_page(
     st: &AppState,
     headers: &HeaderMap,
+    secure: bool,
     status: StatusCode,
     user: &User,
     rd: &str,
@@ -82,6 +88,7 @@ pub(super) async fn second_factor_page(
     render_form(
         st,
         headers,
+        secure,
         "second_factor.html",
         status,
         minijinja::context! {
@@ -151,11 +158,12 @@ pub async fn totp_form(
     let Some(su) = current_session(&st, &headers, &cd).await else {
         return see_other(&portal_step(&cd, "", &f.rd), StatusCode::SEE_OTHER);
     };
-    if !form_csrf_ok(&st, &headers, &f.csrf) {
+    if !form_csrf_ok(&st, &headers, &f.csrf, cd.secure) {
         let msg = "Your session form expired. Please try again.";
         return second_factor_page(
             &st,
             &headers,
+            cd.secure,
             StatusCode::FORBIDDEN,
             &su.user,
             &f.rd,
@@ -178,6 +186,7 @@ pub async fn totp_form(
             second_factor_page(
                 &st,
                 &headers,
+                cd.secure,
                 StatusCode::UNAUTHORIZED,
                 &su.user,
                 &f.rd,
@@ -295,6 +304,7 @@ pub(super) async fn set_password(
 fn change_page(
     st: &AppState,
     headers: &HeaderMap,
+    secure: bool,
     status: StatusCode,
     user: &User,
     rd: &str,
@@ -303,6 +313,7 @@ fn change_page(
     render_form(
         st,
         headers,
+        secure,
         "change_password.html",
         status,
         minijinja::context! { username => user.name, rd => rd, error => error },
@@ -322,7 +333,7 @@ pub async fn change_password_page(
     let rd = q.rd.as_deref().unwrap_or("");
     match pending_session(&st, &headers, &cd).await {
         Some(su) if su.session.must_change_password => {
-            change_page(&st, &headers, StatusCode::OK, &su.user, rd, None)
+            change_page(&st, &headers, cd.secure, StatusCode::OK, &su.user, rd, None)
         }
         Some(_) => see_other(&portal_step(&cd, "settings", ""), StatusCode::FOUND),
         None => see_other(&portal_step(&cd, "", rd), StatusCode::FOUND),
@@ -355,11 +366,12 @@ pub async fn change_password_form(
         Some(su) if su.session.must_change_password => su,
         _ => return see_other(&portal_step(&cd, "", &f.rd), StatusCode::SEE_OTHER),
     };
-    if !form_csrf_ok(&st, &headers, &f.csrf) {
+    if !form_csrf_ok(&st, &headers, &f.csrf, cd.secure) {
         let msg = "Your session form expired. Please try again.";
         return change_page(
             &st,
             &headers,
+            cd.secure,
             StatusCode::FORBIDDEN,
             &su.user,
             &f.rd,
@@ -373,6 +385,7 @@ pub async fn change_password_form(
             return change_page(
                 &st,
                 &headers,
+                cd.secure,
                 StatusCode::BAD_REQUEST,
                 &su.user,
                 &f.rd,

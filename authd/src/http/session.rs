@@ -74,32 +74,36 @@ async fn lookup_session(
     cd: &CookieDomain,
 ) -> Result<Option<SessionUser>, crate::store::StoreError> {
     let now = st.clock.now();
-    for value in cookies(headers, &cd.cookie_name) {
-        let Some(key) = session_key(value) else {
-            continue;
-        };
-        let Some(session) = st.store.session(&key).await? else {
-            continue;
-        };
-        // A cookie moved to another domain is not honoured.
-        if session.cookie_domain != cd.domain {
-            continue;
-        }
-        let users = st.users.snapshot();
-        let user = users.active(&session.username).cloned();
-        let valid_user = user
-            .as_ref()
-            .is_some_and(|u| password_fingerprint(&u.password_text) == session.pw_fingerprint);
-        if !session_alive(&st.config().session, &session, now) || !valid_user {
-            let _ = st.store.delete_session(&key).await;
-            continue;
-        }
-        if !session.remember_me && now > session.last_activity {
-            let _ = st.store.touch_session(&session, now).await;
-        }
-        return Ok(user.map(|user| SessionUser { session, user }));
+    // More than one session cookie: one may have been tossed by a sibling subdomain, and
+    // picking either could log the browser in as someone else. No session at all.
+    let mut values = cookies(headers, &cd.cookie_name);
+    let first = values.next();
+    if values.any(|v| Some(v) != first) {
+        return Ok(None);
     }
-    Ok(None)
+    let Some(key) = first.and_then(session_key) else {
+        return Ok(None);
+    };
+    let Some(session) = st.store.session(&key).await? else {
+        return Ok(None);
+    };
+    // A cookie moved to another domain is not honoured.
+    if session.cookie_domain != cd.domain {
+        return Ok(None);
+    }
+    let users = st.users.snapshot();
+    let user = users.active(&session.username).cloned();
+    let valid_user = user
+        .as_ref()
+        .is_some_and(|u| password_fingerprint(&u.password_text) == session.pw_fingerprint);
+    if !session_alive(&st.config().session, &session, now) || !valid_user {
+        let _ = st.store.delete_session(&key).await;
+        return Ok(None);
+    }
+    if !session.remember_me && now > session.last_activity {
+        let _ = st.store.touch_session(&session, now).await;
+    }
+    Ok(user.map(|user| SessionUser { session, user }))
 }
 
 /// What a login step established.

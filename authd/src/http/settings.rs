@@ -68,6 +68,7 @@ pub(super) async fn page(
     render_form(
         st,
         headers,
+        session_secure(st, su),
         "settings.html",
         status,
         minijinja::context! {
@@ -77,6 +78,15 @@ pub(super) async fn page(
             webauthn_enabled => !cfg.webauthn.disable, passkeys => passkeys,
         },
     )
+}
+
+/// Whether the session's cookie domain is served over https (its CSRF cookie's name).
+fn session_secure(st: &AppState, su: &SessionUser) -> bool {
+    st.site()
+        .cookie_domains
+        .iter()
+        .find(|c| c.domain == su.session.cookie_domain)
+        .is_none_or(|c| c.secure)
 }
 
 /// The signed-in session, or a redirect to the portal.
@@ -126,7 +136,7 @@ async fn gate(
     sensitive: bool,
 ) -> Result<(CookieDomain, SessionUser), Response> {
     let (cd, su) = signed_in(st, peer, headers).await?;
-    if !form_csrf_ok(st, headers, csrf) {
+    if !form_csrf_ok(st, headers, csrf, cd.secure) {
         let notes = Notes {
             error: Some(EXPIRED),
             ..Notes::default()

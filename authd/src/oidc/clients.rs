@@ -315,7 +315,18 @@ fn valid_group(g: &str) -> bool {
 /// Reads a `client_secret_file`: the whole content with trailing newlines removed (as
 /// HaLOS's `$(cat file)` did). At most 64 KiB are read.
 pub fn read_secret_file(path: &Path) -> std::io::Result<Secret> {
-    let f = std::fs::File::open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking open: a FIFO (or device) at the path must not hang the reload.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
     let mut s = String::new();
     f.take(64 * 1024).read_to_string(&mut s)?;
     let trimmed = s.trim_end_matches(['\n', '\r']).to_string();

@@ -78,6 +78,13 @@ fn read_snippet(path: &Path) -> Result<OidcClientConfig, SnippetProblem> {
         reason,
     };
     let meta = std::fs::metadata(path).map_err(|e| problem(format!("cannot read: {e}")))?;
+    // Anybody able to write it could register a client with their own redirect URI.
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o002 != 0 {
+        return Err(problem(format!(
+            "writable by everyone (mode {mode:o}); chmod o-w it"
+        )));
+    }
     if meta.len() > MAX_SNIPPET_BYTES as u64 {
         return Err(problem(format!(
             "{} bytes, larger than the {MAX_SNIPPET_BYTES}-byte limit",

@@ -65,6 +65,43 @@ pub enum PasswordDigest {
     },
 }
 
+impl PasswordDigest {
+    /// What verifying this digest costs: algorithm and work parameters, without salt or
+    /// hash. Digests with equal keys take the same time to verify.
+    pub fn cost_key(&self) -> String {
+        match self {
+            PasswordDigest::Argon2 {
+                algorithm,
+                version,
+                m,
+                t,
+                p,
+                hash,
+                ..
+            } => format!(
+                "argon2 {algorithm:?} {version:?} m={m} t={t} p={p} len={}",
+                hash.len()
+            ),
+            // `$6$rounds=N$salt$hash` / `$6$salt$hash`: the rounds are the cost.
+            PasswordDigest::ShaCrypt(s) => {
+                let rounds = s.split('$').find(|f| f.starts_with("rounds="));
+                format!("shacrypt {} {rounds:?}", s.get(..3).unwrap_or_default())
+            }
+            // `$2b$12$…`: the cost is the second field.
+            PasswordDigest::Bcrypt(s) => format!("bcrypt {:?}", s.split('$').nth(2)),
+            PasswordDigest::Pbkdf2 {
+                digest,
+                rounds,
+                hash,
+                ..
+            } => format!("pbkdf2 {digest:?} {rounds} len={}", hash.len()),
+            PasswordDigest::Scrypt { ln, r, p, hash, .. } => {
+                format!("scrypt {ln} {r} {p} len={}", hash.len())
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pbkdf2Digest {
     Sha1,

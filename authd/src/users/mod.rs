@@ -24,7 +24,7 @@ use crate::config::OneOrMany;
 use crate::yaml::{YamlError, parse_yaml};
 
 /// Users files larger than this are refused (a file with thousands of users is ~1 MiB).
-pub const MAX_USERS_FILE_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_USERS_FILE_BYTES: usize = 1024 * 1024;
 
 /// One user, as the daemon sees it.
 #[derive(Debug, Clone)]
@@ -46,6 +46,9 @@ pub struct UsersDb {
     users: BTreeMap<String, Arc<User>>,
     /// SHA-256 of the file text; lets the watcher skip reloads of identical content.
     pub content_hash: [u8; 32],
+    /// A real digest of the most common cost among the users: unknown and disabled users
+    /// are checked against it, so they cost what a real user costs (no enumeration by time).
+    decoy: Option<Arc<PasswordDigest>>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +68,49 @@ struct RawUser {
     #[serde(default)]
     disabled: Option<bool>,
     // Every other key (given_name, extra, …) is accepted and left alone.
+}
+
+/// Reads a users file, refusing one over [`MAX_USERS_FILE_BYTES`] before reading it (a
+/// huge or sparse file costs no memory), and one anybody may write (anybody could make
+/// themselves an admin).
+pub fn read_users_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let f = std::fs::File::open(path)?;
+    let meta = f.metadata()?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o002 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("the file is writable by everyone (mode {mode:o}); chmod o-w it"),
+        ));
+    }
+    let len = meta.len();
+    if len > MAX_USERS_FILE_BYTES as u64 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("file is {len} bytes, larger than the {MAX_USERS_FILE_BYTES}-byte limit"),
+        ));
+    }
+    let mut text = String::new();
+    f.take(MAX_USERS_FILE_BYTES as u64 + 1)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// The digest of the first user whose cost is the most common one in the file.
+fn decoy(users: &BTreeMap<String, Arc<User>>) -> Option<Arc<PasswordDigest>> {
+    let mut counts: BTreeMap<String, (usize, &Arc<PasswordDigest>)> = BTreeMap::new();
+    for u in users.values() {
+        counts
+            .entry(u.digest.cost_key())
+            .or_insert((0, &u.digest))
+            .0 += 1;
+    }
+    counts
+        .into_values()
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, d)| Arc::clone(d))
 }
 
 /// Validation rules from HaLOS's Cockpit bridge, used for names created by our tools.
@@ -102,6 +148,7 @@ impl UsersDb {
             return Ok(UsersDb {
                 users: BTreeMap::new(),
                 content_hash,
+                decoy: None,
             });
         }
         let raw: RawFile = parse_yaml(text, source, MAX_USERS_FILE_BYTES)?;
@@ -144,11 +191,13 @@ impl UsersDb {
             }
             let groups = u.groups.map(|g| g.0).unwrap_or_default();
             for g in &groups {
-                if g.is_empty() || g.contains(',') || !header_safe(g) {
+                // Apps split Remote-Groups on `,` (some on `|`, `;` or whitespace too).
+                let separator = |c: char| c.is_whitespace() || matches!(c, ',' | ';' | '|');
+                if g.is_empty() || g.contains(separator) || !header_safe(g) {
                     return Err(err(
                         "groups",
                         format!(
-                            "group name {g:?} must be non-empty, without commas or control characters"
+                            "group name {g:?} must be non-empty, without spaces, ',', ';', '|' or control characters"
                         ),
                     ));
                 }
@@ -167,6 +216,7 @@ impl UsersDb {
             );
         }
         Ok(UsersDb {
+            decoy: decoy(&users),
             users,
             content_hash,
         })
@@ -174,6 +224,12 @@ impl UsersDb {
 
     pub fn get(&self, name: &str) -> Option<&Arc<User>> {
         self.users.get(name)
+    }
+
+    /// The digest to verify against when the user is unknown or disabled (`None`: no users;
+    /// the verifier's own dummy is used).
+    pub fn decoy(&self) -> Option<&Arc<PasswordDigest>> {
+        self.decoy.as_ref()
     }
 
     /// An enabled user, or `None` for unknown and disabled ones alike.

@@ -39,7 +39,7 @@ impl UsersStore {
     /// Loads the file. A missing file is an empty database (first boot, before
     /// provisioning); a broken one is an error at start-up.
     pub fn open(path: &Path) -> Result<Self, YamlError> {
-        let db = match std::fs::read_to_string(path) {
+        let db = match super::read_users_file(path) {
             Ok(t) => UsersDb::parse(&t, &path.display().to_string())?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!(file = %path.display(), "users file does not exist yet; no one can log in");
@@ -84,7 +84,7 @@ impl UsersStore {
 
     /// Re-reads the file; keeps the last good copy on any problem.
     pub fn reload(&self) -> Reload {
-        let text = match std::fs::read_to_string(&self.path) {
+        let text = match super::read_users_file(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Reload::NoContent,
             Err(e) => {

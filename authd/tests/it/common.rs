@@ -38,7 +38,7 @@ pub struct Daemon {
     pub prefix: String,
     /// State directory; kept alive (and removed) with the daemon.
     pub _dir: tempfile::TempDir,
-    /// Everything the daemon wrote to stderr so far.
+    /// Every line the daemon wrote to stderr (its log).
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -151,11 +151,11 @@ impl Daemon {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log_w = log.clone();
+        let log_writer = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                log_w.lock().unwrap().push(line.clone());
+                log_writer.lock().unwrap().push(line.clone());
                 if !sent && line.starts_with("halos-authd ready: listening on tcp://") {
                     let _ = tx.send(Ok(line.clone()));
                     sent = true;
@@ -197,6 +197,12 @@ impl Daemon {
             .iter()
             .filter(|l| l.contains(text))
             .count()
+    }
+
+    /// The log so far, one string. (Lines arrive asynchronously; a request answered
+    /// before this call has had its lines written first: the daemon logs before replying.)
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
     }
 
     pub fn get(&self, path: &str) -> HttpResponse {

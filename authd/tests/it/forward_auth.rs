@@ -720,8 +720,10 @@ fn html_form_login_with_csrf_and_security_headers() {
     ] {
         assert!(page.body.contains(needle), "{needle} missing");
     }
-    let csrf_cookie = page.cookie("halos_csrf").unwrap();
-    let token = csrf_cookie.trim_start_matches("halos_csrf=").to_string();
+    let csrf_cookie = page.cookie("__Host-halos_csrf").unwrap();
+    let token = csrf_cookie
+        .trim_start_matches("__Host-halos_csrf=")
+        .to_string();
     assert!(page.body.contains(&token));
 
     let form = |csrf: &str, pw: &str| {

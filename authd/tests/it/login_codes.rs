@@ -44,7 +44,7 @@ fn a_code_signs_in_once_through_the_form() {
     let page = d.req("GET", "/login-code", &PORTAL, "");
     assert_eq!(page.status, 200);
     assert!(page.body.contains("name=\"code\""), "{}", page.body);
-    let csrf = page.cookie("halos_csrf").unwrap();
+    let csrf = page.cookie("__Host-halos_csrf").unwrap();
     let token = csrf.split_once('=').unwrap().1;
     let mut h = PORTAL.to_vec();
     h.push(("Content-Type", "application/x-www-form-urlencoded"));

@@ -12,6 +12,7 @@ mod login_codes;
 mod oidc_flow;
 mod redis_shared;
 mod second_factor;
+mod security;
 mod snippets;
 mod systemd;
 mod users_cli;

@@ -423,8 +423,8 @@ fn bad_requests_public_clients_consent_and_logout() {
     let r = authorize(&d, &cookie, "explicit", "");
     assert_eq!(r.status, 200);
     assert!(r.body.contains("id=\"consent-approve\""));
-    let csrf = r.cookie("halos_csrf").unwrap();
-    let token_value = csrf.trim_start_matches("halos_csrf=");
+    let csrf = r.cookie("__Host-halos_csrf").unwrap();
+    let token_value = csrf.trim_start_matches("__Host-halos_csrf=");
     let mut form: Vec<(String, String)> = Vec::new();
     let doc = r.body.clone();
     for chunk in doc.split("<input type=\"hidden\" name=\"").skip(1) {

@@ -521,8 +521,8 @@ fn a_totp_enrolled_on_one_instance_works_on_the_other_and_each_code_counts_once(
     // Enrolment starts on A (/settings) and is confirmed on B: the pending secret is shared.
     let page = a.req("GET", "/settings", &[HOST, ("Cookie", &s1)], "");
     assert_eq!(page.status, 200, "{}", page.body);
-    let csrf = page.cookie("halos_csrf").unwrap();
-    let token = csrf.trim_start_matches("halos_csrf=").to_string();
+    let csrf = page.cookie("__Host-halos_csrf").unwrap();
+    let token = csrf.trim_start_matches("__Host-halos_csrf=").to_string();
     let cookies = format!("{s1}; {csrf}");
     let form_headers = [
         HOST,

@@ -85,8 +85,8 @@ fn between<'a>(body: &'a str, start: &str, end: &str) -> &'a str {
 fn settings(d: &Daemon, session: &str) -> (HttpResponse, String, String) {
     let page = d.req("GET", "/settings", &[HOST, ("Cookie", session)], "");
     assert_eq!(page.status, 200, "{}", page.body);
-    let csrf = page.cookie("halos_csrf").unwrap();
-    let token = csrf.trim_start_matches("halos_csrf=").to_string();
+    let csrf = page.cookie("__Host-halos_csrf").unwrap();
+    let token = csrf.trim_start_matches("__Host-halos_csrf=").to_string();
     (page, format!("{session}; {csrf}"), token)
 }
 
@@ -365,8 +365,8 @@ fn default_password_must_be_changed_before_any_redirect() {
     );
     assert_eq!(page.status, 200);
     assert!(page.body.contains("id=\"must-change\""));
-    let csrf = page.cookie("halos_csrf").unwrap();
-    let token = csrf.trim_start_matches("halos_csrf=").to_string();
+    let csrf = page.cookie("__Host-halos_csrf").unwrap();
+    let token = csrf.trim_start_matches("__Host-halos_csrf=").to_string();
     let cookies = format!("{s}; {csrf}");
     let change = |pw: &str| {
         d.req(
