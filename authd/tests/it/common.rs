@@ -38,6 +38,8 @@ pub struct Daemon {
     pub prefix: String,
     /// State directory; kept alive (and removed) with the daemon.
     pub _dir: tempfile::TempDir,
+    /// Every line the daemon wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Daemon {
@@ -57,6 +59,16 @@ impl Daemon {
 
     /// As [`Daemon::start`], with `server_yaml` lines added to the `server:` section.
     pub fn start_with_server(users_yaml: &str, extra_yaml: &str, server_yaml: &str) -> Daemon {
+        Self::start_customized(users_yaml, extra_yaml, server_yaml, |_| {})
+    }
+
+    /// As [`Daemon::start_with_server`]; `customize` adds arguments or environment.
+    pub fn start_customized(
+        users_yaml: &str,
+        extra_yaml: &str,
+        server_yaml: &str,
+        customize: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let users = dir.path().join("users_database.yml");
         std::fs::write(&users, users_yaml).unwrap();
@@ -89,13 +101,10 @@ impl Daemon {
             ),
         )
         .unwrap();
-        Self::spawn(
-            Command::new(DAEMON)
-                .arg("--config")
-                .arg(&cfg)
-                .stdout(Stdio::null()),
-            dir,
-        )
+        let mut cmd = Command::new(DAEMON);
+        cmd.arg("--config").arg(&cfg).stdout(Stdio::null());
+        customize(&mut cmd);
+        Self::spawn(&mut cmd, dir)
     }
 
     /// Stops the daemon and starts it again on the same configuration and state.
@@ -148,9 +157,12 @@ impl Daemon {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log_lines = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log_lines.lock().unwrap().push(line.clone());
                 if !sent && line.starts_with("halos-authd ready: listening on tcp://") {
                     let _ = tx.send(Ok(line.clone()));
                     sent = true;
@@ -180,6 +192,7 @@ impl Daemon {
             addr: addr.parse().unwrap(),
             prefix: prefix.to_string(),
             _dir: dir,
+            log,
         }
     }
 

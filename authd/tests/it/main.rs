@@ -2,9 +2,11 @@
 //! Integration tests: one binary (one link) with a module per area.
 //! They run the real `halos-authd` / `halos-authctl` binaries on port 0 with temp dirs.
 
+mod bridge;
 mod common;
 mod config_cli;
 mod daemon;
+mod dbus;
 mod forward_auth;
 mod hashes;
 mod oidc_flow;
