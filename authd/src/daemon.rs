@@ -80,10 +80,13 @@ pub fn build_state(config: Config, clock: SharedClock) -> anyhow::Result<AppStat
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let pw = &config.authentication_backend.file.password;
     let verifier = PasswordVerifier::start(pw.max_concurrent, pw.max_queued, &pw.argon2);
-    let store = AnyStore::Local(Arc::new(
+    let local = Arc::new(
         LocalStore::open(&config.storage.local.path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", config.storage.local.path.display()))?,
-    ));
+    );
+    // Tokens and session revocations written by halos-authctl apply within a second.
+    local.follow_other_processes();
+    let store = AnyStore::Local(local);
     let site = build_site(&config)?;
     let oidc = build_oidc(&config)?;
     if site.cookie_domains.is_empty() {
@@ -146,28 +149,68 @@ pub fn build_oidc(config: &Config) -> anyhow::Result<crate::http::oidc::Oidc> {
 }
 
 /// When the users file changes, users whose password changed, or who were disabled or
-/// deleted, lose their sessions and OIDC tokens at once (whatever tool made the change).
+/// deleted, lose their sessions and OIDC tokens at once (whatever tool made the change);
+/// disabled or deleted users also lose their API tokens and pending login codes (a
+/// password change leaves those alone: they are not derived from the password).
 fn spawn_user_change_revoker(state: &AppState) {
     let st = state.clone();
     let mut rx = st.users.subscribe();
     let mut before = st.users.snapshot();
     tokio::spawn(async move {
+        // Users disabled or deleted while the daemon was stopped.
+        revoke_orphan_api_tokens(&st, &before).await;
         while rx.changed().await.is_ok() {
             let after = st.users.snapshot();
             for old in before.iter() {
-                let gone = match after.get(&old.name) {
-                    None => true,
-                    Some(new) => new.disabled || new.password_text != old.password_text,
+                let (gone, disabled_or_deleted) = match after.get(&old.name) {
+                    None => (true, true),
+                    Some(new) => (
+                        new.disabled || new.password_text != old.password_text,
+                        new.disabled,
+                    ),
                 };
                 if gone && !old.disabled {
                     let sessions = st.store.delete_user_sessions(&old.name).await.unwrap_or(0);
                     let tokens = st.store.revoke_user_tokens(&old.name).await.unwrap_or(0);
                     tracing::info!(target: "audit", event = "user_change", user = %old.name, sessions, tokens, "password changed, disabled or deleted: sessions and tokens ended");
                 }
+                if disabled_or_deleted {
+                    let api_tokens = crate::api_token::revoke_user(&st.store, &old.name)
+                        .await
+                        .unwrap_or(0);
+                    let codes = st
+                        .store
+                        .delete_user_login_codes(&old.name)
+                        .await
+                        .unwrap_or(0);
+                    if api_tokens + codes > 0 {
+                        tracing::info!(target: "audit", event = "user_change", user = %old.name, api_tokens, login_codes = codes, "disabled or deleted: API tokens and login codes revoked");
+                    }
+                }
             }
             before = after;
         }
     });
+}
+
+/// Revokes API tokens whose owner no longer exists or is disabled.
+async fn revoke_orphan_api_tokens(st: &AppState, users: &crate::users::UsersDb) {
+    let Ok(tokens) = st.store.api_tokens().await else {
+        return;
+    };
+    let mut owners: Vec<&str> = tokens
+        .iter()
+        .map(|t| t.username.as_str())
+        .filter(|u| users.active(u).is_none())
+        .collect();
+    owners.sort_unstable();
+    owners.dedup();
+    for owner in owners {
+        let n = crate::api_token::revoke_user(&st.store, owner)
+            .await
+            .unwrap_or(0);
+        tracing::info!(target: "audit", event = "user_change", user = %owner, api_tokens = n, "user disabled or deleted: API tokens revoked");
+    }
 }
 
 /// Ends expired sessions every few minutes (the hot path already ignores them).

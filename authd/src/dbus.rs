@@ -223,6 +223,8 @@ impl Users {
         Ok((record(&user),))
     }
 
+    // The D-Bus signature fixes the arguments.
+    #[allow(clippy::too_many_arguments)]
     async fn create_user(
         &self,
         name: String,
@@ -359,6 +361,29 @@ impl Users {
             .map_err(|e| ApiError::failed(e.to_string()))?;
         tracing::info!(target: "audit", event = "dbus_sessions_revoked", user = %name, sessions = n, uid, "sessions revoked over D-Bus");
         Ok(n)
+    }
+
+    /// Issues a single-use login code for an enabled user (valid 15 minutes), e.g. to
+    /// enrol a first passkey at the portal's /login-code page. Shown once; only its hash
+    /// is stored.
+    async fn issue_login_code(
+        &self,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        use crate::login_code::{DEFAULT_TTL, LoginCodeError, issue};
+        let uid = authorize(conn, &hdr).await?;
+        let users = self.st.users.snapshot();
+        let now = self.st.clock.now();
+        let issued = issue(&self.st.store, &users, &name, now, DEFAULT_TTL)
+            .await
+            .map_err(|e| match e {
+                LoginCodeError::NoSuchUser(_) => ApiError::NotFound(e.to_string()),
+                other => ApiError::failed(other.to_string()),
+            })?;
+        tracing::info!(target: "audit", event = "dbus_login_code", user = %name, uid, expires = issued.expires, "login code issued over D-Bus");
+        Ok(issued.code.as_str().to_string())
     }
 
     /// Emitted after every change of the users database, whatever made it.

@@ -3,6 +3,7 @@
 //! Layout: `config`, `users` and `yaml` are the domain core (no HTTP, no storage
 //! engine); `http` holds the thin axum handlers; `daemon` wires it all together.
 
+pub mod api_token;
 pub mod auth;
 pub mod authz;
 pub mod clock;
@@ -13,6 +14,7 @@ pub mod demo;
 pub mod duration;
 pub mod hostnames;
 pub mod http;
+pub mod login_code;
 pub mod metrics;
 pub mod oidc;
 pub mod reload;

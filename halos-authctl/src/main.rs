@@ -63,6 +63,13 @@ enum Command {
     /// file, or `admin` with the default password `halos`, in group `admins`. Files it
     /// creates get the owner of the directory they are created in.
     Provision(ProvisionArgs),
+    /// API tokens for scripts: `Authorization: Bearer <token>` or `X-Api-Key: <token>`
+    /// pass forward auth as their owner.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Browser sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
     /// Import an Authelia users file (HaLOS's by default), keeping every password hash,
     /// comment and unknown key. Refuses to replace a users file that has users, unless --force.
     MigrateFromAuthelia(MigrateArgs),
@@ -71,6 +78,44 @@ enum Command {
     /// Also reached by running halos-authctl under the name cockpit-authelia-users-bridge.
     #[command(subcommand)]
     Bridge(bridge::BridgeCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create a token and print it on stdout (the only time it is shown).
+    Create {
+        /// The owner: an existing, enabled user.
+        #[arg(long, value_name = "USER")]
+        user: String,
+        /// A label, e.g. what script uses it.
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        name: String,
+        /// Only for hosts matching this glob (`*` any characters, `?` one), e.g. `*.example.com`.
+        #[arg(long, value_name = "GLOB")]
+        host: Option<String>,
+        /// Only for paths matching this glob, e.g. `/api/*`.
+        #[arg(long, value_name = "GLOB")]
+        path: Option<String>,
+        /// Lifetime, e.g. `90d`, `12h` (default: no expiry).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Only this user's tokens.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id (as shown by `token list`).
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionsCommand {
+    /// End every browser session of USER; prints how many.
+    Revoke { user: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,6 +217,14 @@ enum UserCommand {
     /// Delete a user.
     #[command(alias = "delete")]
     Del { name: String },
+    /// Issue a one-time login code for NAME and print it on stdout (shown once). The
+    /// user signs in with it once at <portal>/login-code, e.g. to enrol a first passkey.
+    LoginCode {
+        name: String,
+        /// How long the code is valid (at most 7d).
+        #[arg(long, value_name = "DURATION", default_value = "15m")]
+        expires: String,
+    },
 }
 
 /// A failure: exit 1 with a clear message on stderr.
@@ -374,6 +427,194 @@ fn clients(config: &Config, cmd: ClientsCommand) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The daemon's state database, opened directly (the daemon need not run; if it does, it
+/// notices the changes within a second). Files SQLite creates take the state directory's
+/// owner, so a root CLI does not lock the daemon's user out.
+struct State {
+    rt: tokio::runtime::Runtime,
+    store: authd::store::LocalStore,
+    path: PathBuf,
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // The WAL files may only appear with the first write.
+        if let Err(e) = self.adopt_owner() {
+            eprintln!("halos-authctl: {e:#}");
+        }
+    }
+}
+
+impl State {
+    fn open(config: &Config) -> anyhow::Result<State> {
+        let path = config.storage.local.path.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let store = authd::store::LocalStore::open(&path)
+            .with_context(|| format!("cannot open the state database {}", path.display()))?;
+        let st = State { rt, store, path };
+        st.adopt_owner()?;
+        Ok(st)
+    }
+
+    fn adopt_owner(&self) -> anyhow::Result<()> {
+        let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+            return Ok(());
+        };
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(suffix);
+            let p = PathBuf::from(p);
+            if p.exists() {
+                provision::adopt_owner(&p, dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.rt.block_on(f)
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn seconds(what: &str, text: &str) -> anyhow::Result<i64> {
+    let d = authd::duration::parse_duration(text).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    i64::try_from(d.as_secs()).context("duration too large")
+}
+
+/// `2026-11-25 04:10:00Z` from a Unix time (UTC; proleptic Gregorian).
+fn utc(t: i64) -> String {
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+fn token_json(t: &authd::store::ApiToken, now: i64) -> serde_json::Value {
+    json!({
+        "expired": t.expired(now),
+        "id": t.id,
+        "user": t.username,
+        "name": t.name,
+        "host": t.host,
+        "path": t.path,
+        "created": t.created,
+        "expires": t.expires,
+        "last_used": t.last_used,
+    })
+}
+
+fn tokens(config: &Config, file: &UsersFile, cmd: TokenCommand) -> Result<(), Failure> {
+    let state = State::open(config)?;
+    match cmd {
+        TokenCommand::Create {
+            user,
+            name,
+            host,
+            path,
+            expires,
+        } => {
+            let ttl = expires
+                .as_deref()
+                .map(|e| seconds("--expires", e))
+                .transpose()?;
+            let users = file.load()?;
+            let spec = authd::api_token::TokenSpec {
+                name,
+                host,
+                path,
+                ttl,
+            };
+            let new = state.block_on(authd::api_token::create(
+                &state.store,
+                &users,
+                &user,
+                spec,
+                now(),
+            ))?;
+            println!("{}", new.token.as_str());
+            eprintln!(
+                "token {} created for {user}; it is shown only this once",
+                new.record.id
+            );
+        }
+        TokenCommand::List { user, json } => {
+            use authd::store::Store;
+            let all = state.block_on(state.store.api_tokens())?;
+            let list: Vec<_> = all
+                .iter()
+                .filter(|t| user.as_deref().is_none_or(|u| t.username == u))
+                .collect();
+            if json {
+                let v: Vec<_> = list.iter().map(|t| token_json(t, now())).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let opt = |t: Option<i64>, none: &str| t.map_or(none.to_string(), utc);
+                let now = now();
+                for t in list {
+                    println!(
+                        "{}\t{}\t{}\thost={}\tpath={}\tcreated={}\texpires={}{}\tlast_used={}",
+                        t.id,
+                        t.username,
+                        t.name,
+                        t.host.as_deref().unwrap_or("*"),
+                        t.path.as_deref().unwrap_or("*"),
+                        utc(t.created),
+                        opt(t.expires, "never"),
+                        if t.expired(now) { " (expired)" } else { "" },
+                        opt(t.last_used, "never"),
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            state.block_on(authd::api_token::revoke(&state.store, &id))?;
+            eprintln!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// A disabled or deleted user's API tokens and login codes go at once, even with the
+/// daemon stopped (a running daemon also revokes them when it sees the users file change).
+/// The user change is already done: a failure here is a warning.
+fn revoke_credentials(config: &Config, user: &str) {
+    use authd::store::Store;
+    if !config.storage.local.path.exists() {
+        return;
+    }
+    let revoked = State::open(config).and_then(|st| {
+        let tokens = st.block_on(st.store.delete_user_api_tokens(user))?;
+        let codes = st.block_on(st.store.delete_user_login_codes(user))?;
+        Ok(tokens + codes)
+    });
+    match revoked {
+        Ok(0) => {}
+        Ok(n) => eprintln!("{n} API token(s) and login code(s) of {user} revoked"),
+        Err(e) => eprintln!("halos-authctl: warning: API tokens of {user} not revoked yet: {e:#}"),
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     let config = load_config(&cli)?;
     let file = UsersFile::new(&config.authentication_backend.file.path);
@@ -410,6 +651,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             );
         }
         Command::Clients(cmd) => clients(&config, cmd)?,
+        Command::Token(cmd) => tokens(&config, &file, cmd)?,
+        Command::Sessions(SessionsCommand::Revoke { user }) => {
+            use authd::store::Store;
+            let state = State::open(&config)?;
+            let n = state.block_on(state.store.delete_user_sessions(&user))?;
+            eprintln!("{n} session(s) of {user} ended");
+            println!("{n}");
+        }
         Command::HashPassword(src) => {
             let pw = read_password(&src, true)?;
             println!("{}", hash_password(pw.as_bytes(), argon2)?);
@@ -501,9 +750,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     },
                     password_digest: None,
                 };
-                let change = UserChange::Update(name, patch);
+                let disabling = patch.disabled == Some(true);
+                let change = UserChange::Update(name.clone(), patch);
                 file.apply(&change, keep_an_admin(&change))?;
                 eprintln!("user updated");
+                if disabling {
+                    revoke_credentials(&config, &name);
+                }
             }
             UserCommand::Passwd { name, password } => {
                 if file.load()?.get(&name).is_none() {
@@ -520,10 +773,28 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 file.apply(&change, |_| Ok(()))?;
                 eprintln!("password changed");
             }
+            UserCommand::LoginCode { name, expires } => {
+                let ttl = seconds("--expires", &expires)?;
+                let users = file.load()?;
+                let state = State::open(&config)?;
+                let issued = state.block_on(authd::login_code::issue(
+                    &state.store,
+                    &users,
+                    &name,
+                    now(),
+                    ttl,
+                ))?;
+                println!("{}", issued.code.as_str());
+                eprintln!(
+                    "login code for {name}, valid until {}; it works once, at the portal's /login-code page",
+                    utc(issued.expires)
+                );
+            }
             UserCommand::Del { name } => {
-                let change = UserChange::Delete(name);
+                let change = UserChange::Delete(name.clone());
                 file.apply(&change, keep_an_admin(&change))?;
                 eprintln!("user deleted");
+                revoke_credentials(&config, &name);
             }
         },
     }

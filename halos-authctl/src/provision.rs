@@ -65,7 +65,7 @@ pub struct ProvisionOptions {
 
 /// Gives `path` (just created by us) the owner and group of `dir`, the directory it lives
 /// in. Only root can do this; for anyone else the ids already match or nothing can be done.
-fn adopt_owner(path: &Path, dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn adopt_owner(path: &Path, dir: &Path) -> anyhow::Result<()> {
     let d = fs::metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
     let m =
         fs::symlink_metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;

@@ -20,7 +20,7 @@ use crate::authz::access::{AccessRequest, Subject};
 use crate::config::{IdentityHeaders, Policy};
 use crate::metrics::Decision;
 use crate::site::CookieDomain;
-use crate::store::AuthLevel;
+use crate::store::{AuthLevel, Store};
 use crate::users::User;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +224,86 @@ fn basic_challenge() -> Response {
     r
 }
 
+/// 401 for a refused API token (RFC 6750); never a redirect: the client is a script.
+fn bearer_challenge() -> Response {
+    let mut r = plain(StatusCode::UNAUTHORIZED, "401 Unauthorized");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"halos-auth\", error=\"invalid_token\""),
+    );
+    r
+}
+
+/// An API token in `X-Api-Key` or `Authorization: Bearer`. Only values in our own
+/// format (`halos_…`) are ours: apps behind the proxy may use these headers for their
+/// own keys, and those requests are judged by their session as before.
+fn presented_api_token(headers: &HeaderMap) -> Option<&str> {
+    let ours = |v: &str| v.starts_with(crate::api_token::PREFIX);
+    let bearer = hdr(headers, "authorization").and_then(|v| {
+        let (scheme, rest) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
+    bearer
+        .filter(|v| ours(v))
+        .or_else(|| hdr(headers, "x-api-key").map(str::trim).filter(|v| ours(v)))
+}
+
+/// Forward auth with an API token: valid, in scope and the owner enabled → the access
+/// rules decide with the owner as subject at one factor; anything else → 401.
+async fn api_token_decision(
+    st: &AppState,
+    presented: &str,
+    host: &str,
+    target_url: &Url,
+    method: &str,
+    peer: &SocketAddr,
+    headers: &HeaderMap,
+) -> Response {
+    let now = st.clock.now();
+    let token =
+        match crate::api_token::authenticate(&st.store, presented, host, target_url.path(), now)
+            .await
+        {
+            Ok(t) => t,
+            Err(why) => {
+                tracing::info!(reason = ?why, host = %host, "forward auth: API token refused");
+                return bearer_challenge();
+            }
+        };
+    let users = st.users.snapshot();
+    let Some(user) = users.active(&token.username) else {
+        tracing::info!(id = %token.id, "forward auth: API token of a disabled or deleted user");
+        return bearer_challenge();
+    };
+    let _ = st.store.touch_api_token(&token.id, now).await;
+    let path = match target_url.query() {
+        Some(q) => format!("{}?{q}", target_url.path()),
+        None => target_url.path().to_string(),
+    };
+    let req = AccessRequest {
+        host,
+        path: &path,
+        method,
+        client_ip: client_ip(peer, headers, &st.config().server.trusted_proxies),
+    };
+    let site = st.site();
+    let need = site.access.check(
+        &req,
+        Some(&Subject {
+            username: &user.name,
+            groups: &user.groups,
+        }),
+    );
+    match need.policy {
+        Policy::Bypass | Policy::OneFactor => allowed(Some(user), need.headers),
+        // A token is one factor, like Basic credentials.
+        Policy::TwoFactor | Policy::Deny => {
+            tracing::info!(user = %user.name, host = %host, method = %method, "forward auth: forbidden (API token)");
+            plain(StatusCode::FORBIDDEN, "403 Forbidden")
+        }
+    }
+}
+
 /// `Authorization: Basic` credentials, verified like a portal login (regulated).
 async fn basic_user(
     st: &AppState,
@@ -319,6 +399,19 @@ async fn decide(
         Ok(p) => p,
         Err(why) => return bad_request(why),
     };
+
+    if let Some(presented) = presented_api_token(&headers) {
+        return api_token_decision(
+            &st,
+            presented,
+            &host,
+            &target_url,
+            &target.method,
+            &peer,
+            &headers,
+        )
+        .await;
+    }
 
     let mut basic: Option<Arc<User>> = None;
     if let Some(res) = basic_user(&st, &headers, &peer).await {

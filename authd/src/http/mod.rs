@@ -5,6 +5,7 @@
 
 pub mod authz;
 pub mod error;
+pub mod login_code;
 pub mod oidc;
 pub mod portal;
 pub mod request;
@@ -80,6 +81,8 @@ pub mod paths {
     pub const API_LOGOUT: &str = "/api/logout";
     pub const LOGOUT: &str = "/logout";
     pub const LOGIN_FORM: &str = "/login";
+    pub const LOGIN_CODE_FORM: &str = "/login-code";
+    pub const LOGIN_CODE_API: &str = "/api/logincode";
 }
 
 pub fn router(state: AppState) -> Router {
@@ -102,6 +105,11 @@ pub fn router(state: AppState) -> Router {
         .route(paths::API_LOGOUT, post(portal::api_logout))
         .route(paths::LOGOUT, get(portal::logout))
         .route(paths::LOGIN_FORM, post(portal::login_form))
+        .route(
+            paths::LOGIN_CODE_FORM,
+            get(login_code::form_page).post(login_code::form_submit),
+        )
+        .route(paths::LOGIN_CODE_API, post(login_code::api))
         .route("/", get(portal::portal))
         .route("/static/portal.css", get(portal::stylesheet))
         .route(

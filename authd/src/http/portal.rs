@@ -42,13 +42,17 @@ pub fn page_headers(r: &mut Response) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
-fn cookie_domain(st: &AppState, peer: &SocketAddr, headers: &HeaderMap) -> Option<CookieDomain> {
+pub(super) fn cookie_domain(
+    st: &AppState,
+    peer: &SocketAddr,
+    headers: &HeaderMap,
+) -> Option<CookieDomain> {
     let host = request_host(peer, headers, &st.config().server.trusted_proxies)?;
     st.site().cookie_domain_for(&host).cloned()
 }
 
 /// Requests that change state must come from our own pages, not another site.
-fn same_site_request(st: &AppState, headers: &HeaderMap) -> bool {
+pub(super) fn same_site_request(st: &AppState, headers: &HeaderMap) -> bool {
     if hdr(headers, "sec-fetch-site").is_some_and(|v| v.eq_ignore_ascii_case("cross-site")) {
         return false;
     }
@@ -63,7 +67,12 @@ fn same_site_request(st: &AppState, headers: &HeaderMap) -> bool {
     }
 }
 
-fn render(st: &AppState, name: &str, status: StatusCode, ctx: minijinja::Value) -> Response {
+pub(super) fn render(
+    st: &AppState,
+    name: &str,
+    status: StatusCode,
+    ctx: minijinja::Value,
+) -> Response {
     let html = st.templates.get_template(name).and_then(|t| t.render(ctx));
     let mut r = match html {
         Ok(h) => (
@@ -82,7 +91,7 @@ fn render(st: &AppState, name: &str, status: StatusCode, ctx: minijinja::Value) 
 }
 
 /// The page for a request whose host no cookie domain covers.
-fn unknown_host(st: &AppState) -> Response {
+pub(super) fn unknown_host(st: &AppState) -> Response {
     message(
         st,
         StatusCode::BAD_REQUEST,
@@ -158,7 +167,7 @@ pub struct PortalQuery {
     prompt: Option<String>,
 }
 
-fn csrf_token(headers: &HeaderMap) -> Option<String> {
+pub(super) fn csrf_token(headers: &HeaderMap) -> Option<String> {
     cookies(headers, CSRF_COOKIE)
         .find(|v| v.len() == 43)
         .map(str::to_string)
@@ -271,7 +280,7 @@ pub async fn portal(
     )
 }
 
-fn see_other(location: &str, status: StatusCode) -> Response {
+pub(super) fn see_other(location: &str, status: StatusCode) -> Response {
     let mut r = status.into_response();
     if let Ok(v) = HeaderValue::from_str(location) {
         r.headers_mut().insert(header::LOCATION, v);
@@ -593,6 +602,10 @@ pub fn templates() -> minijinja::Environment<'static> {
         ("login.html", include_str!("../../templates/login.html")),
         ("message.html", include_str!("../../templates/message.html")),
         ("consent.html", include_str!("../../templates/consent.html")),
+        (
+            "login_code.html",
+            include_str!("../../templates/login_code.html"),
+        ),
     ] {
         // Embedded at build time; a syntax error is caught by the unit test below.
         if let Err(e) = env.add_template(name, src) {

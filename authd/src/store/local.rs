@@ -3,10 +3,19 @@
 //! Sessions are loaded into memory at start-up and every lookup is answered from there;
 //! changes are written through to SQLite on its own thread. Activity timestamps are only
 //! persisted when more than [`TOUCH_PERSIST_AFTER`] seconds stale, to spare SD cards.
+//! API tokens are kept in memory the same way (forward auth checks them per request).
+//!
+//! Other processes (`halos-authctl` with the daemon running) write the same database.
+//! Every change to sessions or API tokens also appends a row to the `changes` table,
+//! tagged with the writing process's random origin. The daemon
+//! ([`LocalStore::follow_other_processes`]) checks `PRAGMA data_version`, which moves
+//! only when another connection commits, every [`super::sqlite::IDLE_HOOK_EVERY`] on
+//! the database thread, and applies other origins' rows to its memory.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use rusqlite::params;
 
@@ -14,8 +23,8 @@ use rusqlite::OptionalExtension;
 
 use super::sqlite::Db;
 use super::{
-    AuthLevel, BanKind, Consent, Redemption, Rotation, Session, SessionKey, Store, StoreError,
-    StoredCode, TokenHash, TokenRecord,
+    ApiToken, AuthLevel, BanKind, Consent, LoginCode, Redemption, Rotation, Session, SessionKey,
+    Store, StoreError, StoredCode, TokenHash, TokenRecord,
 };
 
 pub const TOUCH_PERSIST_AFTER: i64 = 60;
@@ -27,6 +36,50 @@ pub struct LocalStore {
     sessions: RwLock<HashMap<SessionKey, Arc<Session>>>,
     failures: Mutex<HashMap<(BanKind, String), VecDeque<i64>>>,
     bans: RwLock<HashMap<(BanKind, String), i64>>,
+    api_tokens: RwLock<HashMap<String, Arc<ApiToken>>>,
+    /// Random id of this process in the `changes` log.
+    origin: String,
+    /// The last `changes` row applied (or written) by this process.
+    seen_change: AtomicI64,
+}
+
+/// Kinds of rows in the `changes` table.
+const CHANGE_API_TOKENS: &str = "api_tokens";
+const CHANGE_USER_SESSIONS: &str = "user_sessions";
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Appends to the change log (and forgets entries older than an hour).
+fn log_change(
+    c: &rusqlite::Connection,
+    origin: &str,
+    kind: &str,
+    subject: &str,
+) -> Result<(), rusqlite::Error> {
+    let now = unix_now();
+    c.execute(
+        "INSERT INTO changes (origin, kind, subject, at) VALUES (?1, ?2, ?3, ?4)",
+        params![origin, kind, subject, now],
+    )?;
+    c.execute("DELETE FROM changes WHERE at < ?1", params![now - 3600])?;
+    Ok(())
+}
+
+fn read_api_tokens(
+    c: &rusqlite::Connection,
+) -> Result<HashMap<String, Arc<ApiToken>>, rusqlite::Error> {
+    let mut st = c.prepare("SELECT data FROM api_tokens")?;
+    let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+    let mut map = HashMap::new();
+    for row in rows {
+        let t: ApiToken = from_json(&row?)?;
+        map.insert(t.id.clone(), Arc::new(t));
+    }
+    Ok(map)
 }
 
 impl std::fmt::Debug for LocalStore {
@@ -99,13 +152,110 @@ impl LocalStore {
             }
             Ok(m)
         })?;
+        let (api_tokens, seen) = db.call_blocking(|c| {
+            let seen: i64 =
+                c.query_row("SELECT COALESCE(MAX(id), 0) FROM changes", [], |r| r.get(0))?;
+            Ok((read_api_tokens(c)?, seen))
+        })?;
+        let mut raw = [0u8; 16];
+        crate::users::hash::random_bytes(&mut raw);
         Ok(LocalStore {
             db,
             subjects: RwLock::new(HashMap::new()),
             sessions: RwLock::new(sessions),
             failures: Mutex::new(HashMap::new()),
             bans: RwLock::new(bans),
+            api_tokens: RwLock::new(api_tokens),
+            origin: hex::encode(raw),
+            seen_change: AtomicI64::new(seen),
         })
+    }
+
+    /// Makes this store notice, within about [`super::sqlite::IDLE_HOOK_EVERY`], the
+    /// sessions and API tokens other processes changed in the database (the daemon calls
+    /// it; the CLI does not need it).
+    pub fn follow_other_processes(self: &Arc<Self>) {
+        let store: Weak<LocalStore> = Arc::downgrade(self);
+        let mut data_version: Option<i64> = None;
+        self.db.set_idle_hook(move |c| {
+            let Some(store) = store.upgrade() else {
+                return;
+            };
+            let v: i64 = match c.query_row("PRAGMA data_version", [], |r| r.get(0)) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "state database: cannot read data_version");
+                    return;
+                }
+            };
+            if data_version.replace(v) == Some(v) {
+                return;
+            }
+            if let Err(e) = store.apply_other_changes(c) {
+                tracing::error!(error = %e, "state database: cannot apply changes made by another process");
+            }
+        });
+    }
+
+    /// Runs on the database thread: applies `changes` rows written by other processes.
+    fn apply_other_changes(&self, c: &rusqlite::Connection) -> Result<(), StoreError> {
+        let seen = self.seen_change.load(Ordering::Acquire);
+        let rows: Vec<(i64, String, String, String, i64)> = {
+            let mut st = c.prepare(
+                "SELECT id, origin, kind, subject, at FROM changes WHERE id > ?1 ORDER BY id",
+            )?;
+            st.query_map(params![seen], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_, _>>()?
+        };
+        let mut reload_tokens = false;
+        for (id, origin, kind, subject, at) in &rows {
+            self.seen_change.fetch_max(*id, Ordering::AcqRel);
+            if *origin == self.origin {
+                continue;
+            }
+            match kind.as_str() {
+                CHANGE_API_TOKENS => reload_tokens = true,
+                CHANGE_USER_SESSIONS => {
+                    // Sessions started after the revocation (by this process) stay.
+                    let mut m = self.sessions.write().map_err(|_| StoreError::Unavailable)?;
+                    let before = m.len();
+                    m.retain(|_, s| s.username != *subject || s.created > *at);
+                    tracing::info!(user = %subject, sessions = before - m.len(), "sessions revoked by another process");
+                }
+                _ => {}
+            }
+        }
+        if reload_tokens {
+            let fresh = read_api_tokens(c)?;
+            let mut m = self
+                .api_tokens
+                .write()
+                .map_err(|_| StoreError::Unavailable)?;
+            let merged = fresh
+                .into_iter()
+                .map(|(id, t)| {
+                    // Keep the newer use time: ours is persisted lazily.
+                    let ours = m.get(&id).and_then(|o| o.last_used);
+                    let t = if ours > t.last_used {
+                        Arc::new(ApiToken {
+                            last_used: ours,
+                            ..(*t).clone()
+                        })
+                    } else {
+                        t
+                    };
+                    (id, t)
+                })
+                .collect();
+            *m = merged;
+            tracing::info!(
+                tokens = m.len(),
+                "API tokens reloaded after a change by another process"
+            );
+        }
+        Ok(())
     }
 
     pub fn session_count(&self) -> usize {
@@ -227,6 +377,185 @@ fn revoke_where(
 }
 
 impl Store for LocalStore {
+    async fn api_token(&self, id: &str) -> Result<Option<Arc<ApiToken>>, StoreError> {
+        Ok(self
+            .api_tokens
+            .read()
+            .map_err(|_| StoreError::Unavailable)?
+            .get(id)
+            .cloned())
+    }
+
+    async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        let m = self
+            .api_tokens
+            .read()
+            .map_err(|_| StoreError::Unavailable)?;
+        let mut v: Vec<ApiToken> = m.values().map(|t| (**t).clone()).collect();
+        v.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        Ok(v)
+    }
+
+    async fn save_api_token(&self, token: ApiToken) -> Result<(), StoreError> {
+        // Database first, then memory: a reload racing with us cannot resurrect or lose it.
+        let origin = self.origin.clone();
+        let t = token.clone();
+        self.db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO api_tokens (id, username, data) VALUES (?1, ?2, ?3)",
+                    params![t.id, t.username, to_json(&t)?],
+                )?;
+                log_change(&tx, &origin, CHANGE_API_TOKENS, &t.id)?;
+                tx.commit()
+            })
+            .await?;
+        self.api_tokens
+            .write()
+            .map_err(|_| StoreError::Unavailable)?
+            .insert(token.id.clone(), Arc::new(token));
+        Ok(())
+    }
+
+    async fn delete_api_token(&self, id: &str) -> Result<bool, StoreError> {
+        let origin = self.origin.clone();
+        let key = id.to_string();
+        let n = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let n = tx.execute("DELETE FROM api_tokens WHERE id = ?1", params![key])?;
+                if n > 0 {
+                    log_change(&tx, &origin, CHANGE_API_TOKENS, &key)?;
+                }
+                tx.commit()?;
+                Ok(n)
+            })
+            .await?;
+        let was = self
+            .api_tokens
+            .write()
+            .map_err(|_| StoreError::Unavailable)?
+            .remove(id)
+            .is_some();
+        Ok(n > 0 || was)
+    }
+
+    async fn delete_user_api_tokens(&self, username: &str) -> Result<u32, StoreError> {
+        let origin = self.origin.clone();
+        let user = username.to_string();
+        let n = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let n = tx.execute("DELETE FROM api_tokens WHERE username = ?1", params![user])?;
+                if n > 0 {
+                    log_change(&tx, &origin, CHANGE_API_TOKENS, &user)?;
+                }
+                tx.commit()?;
+                Ok(n as u32)
+            })
+            .await?;
+        let mut m = self
+            .api_tokens
+            .write()
+            .map_err(|_| StoreError::Unavailable)?;
+        let before = m.len();
+        m.retain(|_, t| t.username != username);
+        Ok(n.max((before - m.len()) as u32))
+    }
+
+    async fn touch_api_token(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        // Most requests land in the same second as the previous use: a read lock decides.
+        let stale = self
+            .api_tokens
+            .read()
+            .map_err(|_| StoreError::Unavailable)?
+            .get(id)
+            .is_some_and(|t| t.last_used.is_none_or(|u| now > u));
+        if !stale {
+            return Ok(());
+        }
+        let updated = {
+            let mut m = self
+                .api_tokens
+                .write()
+                .map_err(|_| StoreError::Unavailable)?;
+            let Some(cur) = m.get_mut(id) else {
+                return Ok(());
+            };
+            if cur.last_used.is_some_and(|t| now <= t) {
+                return Ok(());
+            }
+            let persist = cur.last_used.is_none_or(|t| now - t > TOUCH_PERSIST_AFTER);
+            let t = Arc::new(ApiToken {
+                last_used: Some(now),
+                ..(**cur).clone()
+            });
+            *cur = Arc::clone(&t);
+            persist.then_some(t)
+        };
+        if let Some(t) = updated {
+            // No change-log row: a use time is not worth waking other processes for.
+            self.db.exec("touch API token", move |c| {
+                c.execute(
+                    "UPDATE api_tokens SET data = ?1 WHERE id = ?2",
+                    params![to_json(&*t)?, t.id],
+                )?;
+                Ok(())
+            });
+        }
+        Ok(())
+    }
+
+    async fn save_login_code(&self, hash: TokenHash, code: LoginCode) -> Result<(), StoreError> {
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "DELETE FROM login_codes WHERE expires <= ?1",
+                    params![code.created],
+                )?;
+                c.execute(
+                    "INSERT INTO login_codes (hash, username, expires, data) VALUES (?1, ?2, ?3, ?4)",
+                    params![hash.as_slice(), code.username, code.expires, to_json(&code)?],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn take_login_code(
+        &self,
+        hash: TokenHash,
+        now: i64,
+    ) -> Result<Option<LoginCode>, StoreError> {
+        // One statement: whoever deletes the row owns the code, in any process.
+        self.db
+            .call(move |c| {
+                let data: Option<String> = c
+                    .query_row(
+                        "DELETE FROM login_codes WHERE hash = ?1 RETURNING data",
+                        params![hash.as_slice()],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let code: Option<LoginCode> = data.map(|d| from_json(&d)).transpose()?;
+                Ok(code.filter(|code| now < code.expires))
+            })
+            .await
+    }
+
+    async fn delete_user_login_codes(&self, username: &str) -> Result<u32, StoreError> {
+        let user = username.to_string();
+        self.db
+            .call(move |c| {
+                c.execute("DELETE FROM login_codes WHERE username = ?1", params![user])
+                    .map(|n| n as u32)
+            })
+            .await
+    }
+
     async fn subject(&self, username: &str) -> Result<String, StoreError> {
         if let Some(s) = self
             .subjects
@@ -495,13 +824,20 @@ impl Store for LocalStore {
             (before - m.len()) as u32
         };
         let user = username.to_string();
-        self.db
+        let origin = self.origin.clone();
+        let deleted = self
+            .db
             .call(move |c| {
-                c.execute("DELETE FROM sessions WHERE username = ?1", params![user])
-                    .map(|_| ())
+                let tx = c.transaction()?;
+                let n = tx.execute("DELETE FROM sessions WHERE username = ?1", params![user])?;
+                log_change(&tx, &origin, CHANGE_USER_SESSIONS, &user)?;
+                tx.commit()?;
+                Ok(n as u32)
             })
             .await?;
-        Ok(n)
+        // The database may know sessions this process has not loaded (the CLI), or miss
+        // ones whose write is still queued (the daemon).
+        Ok(n.max(deleted))
     }
 
     async fn record_failure(
@@ -759,6 +1095,87 @@ mod tests {
         assert_eq!(a.len(), 32);
         let s = LocalStore::open(&p).unwrap();
         assert_eq!(s.subject("ann").await.unwrap(), a);
+    }
+
+    fn api_token(id: &str, user: &str) -> ApiToken {
+        ApiToken {
+            id: id.into(),
+            username: user.into(),
+            name: String::new(),
+            secret_hash: [7; 32],
+            host: None,
+            path: None,
+            created: 1,
+            expires: None,
+            last_used: None,
+        }
+    }
+
+    /// Waits (bounded) for the database thread's idle hook to apply another process's change.
+    async fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let start = std::time::Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "timed out: {what}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn changes_by_another_process_reach_the_followers_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let daemon = Arc::new(LocalStore::open(&path).unwrap());
+        daemon.follow_other_processes();
+        daemon.save_session(session(1, "a")).await.unwrap();
+        daemon.save_session(session(2, "b")).await.unwrap();
+        daemon.save_api_token(api_token("mine", "b")).await.unwrap();
+        daemon.db.call(|_| Ok(())).await.unwrap();
+
+        let cli = LocalStore::open(&path).unwrap();
+        cli.save_api_token(api_token("t1", "a")).await.unwrap();
+        assert_eq!(cli.delete_user_sessions("a").await.unwrap(), 1);
+        let has_token = |id: &str| daemon.api_tokens.read().unwrap().contains_key(id);
+        eventually("token created elsewhere", || has_token("t1")).await;
+        eventually("sessions revoked elsewhere", || {
+            daemon.sessions.read().unwrap().get(&[1; 32]).is_none()
+        })
+        .await;
+        assert!(daemon.sessions.read().unwrap().contains_key(&[2; 32]));
+        assert!(has_token("mine"));
+
+        // The follower's own lazily recorded use survives a reload.
+        daemon.touch_api_token("mine", 500).await.unwrap();
+        assert!(cli.delete_api_token("t1").await.unwrap());
+        eventually("token revoked elsewhere", || !has_token("t1")).await;
+        assert_eq!(
+            daemon.api_token("mine").await.unwrap().unwrap().last_used,
+            Some(500)
+        );
+        assert_eq!(cli.delete_user_api_tokens("b").await.unwrap(), 1);
+        eventually("user's tokens revoked elsewhere", || !has_token("mine")).await;
+    }
+
+    #[tokio::test]
+    async fn login_codes_are_taken_once() {
+        let s = LocalStore::with_db(Db::memory().unwrap()).unwrap();
+        let code = LoginCode {
+            username: "a".into(),
+            created: 10,
+            expires: 20,
+        };
+        s.save_login_code([1; 32], code.clone()).await.unwrap();
+        s.save_login_code([2; 32], code.clone()).await.unwrap();
+        assert_eq!(s.take_login_code([1; 32], 15).await.unwrap(), Some(code));
+        assert_eq!(s.take_login_code([1; 32], 15).await.unwrap(), None);
+        assert_eq!(
+            s.take_login_code([2; 32], 20).await.unwrap(),
+            None,
+            "expired"
+        );
+        assert_eq!(s.take_login_code([2; 32], 15).await.unwrap(), None, "gone");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the local SQLite store (default; hot data served from memory) and Redis (several
 //! instances acting as one). The domain code only sees [`Store`].
 
+pub mod api_tokens;
 pub mod grants;
 pub mod local;
 pub mod sqlite;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use api_tokens::{ApiToken, LoginCode};
 pub use grants::{Consent, Redemption, Rotation, StoredCode, TokenHash, TokenKind, TokenRecord};
 pub use local::LocalStore;
 
@@ -69,7 +71,7 @@ pub struct Session {
     pub pw_fingerprint: u64,
 }
 
-mod hex_key {
+pub(crate) mod hex_key {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(k: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
@@ -201,6 +203,48 @@ pub trait Store: Send + Sync + 'static {
         client_id: &str,
         consent: Consent,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// An API token by key id. The hot path: answered from memory in the local store.
+    fn api_token(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Arc<ApiToken>>, StoreError>> + Send;
+    /// Every API token (for listing; secrets are not in the records).
+    fn api_tokens(&self) -> impl Future<Output = Result<Vec<ApiToken>, StoreError>> + Send;
+    /// Creates or replaces the token with `token.id`.
+    fn save_api_token(
+        &self,
+        token: ApiToken,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Revokes (deletes) one token; `false` if there was none.
+    fn delete_api_token(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Revokes every API token of `username`; returns how many.
+    fn delete_user_api_tokens(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+    /// Records use of a token at `now`; backends may persist it lazily.
+    fn touch_api_token(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn save_login_code(
+        &self,
+        hash: TokenHash,
+        code: LoginCode,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Single use, atomically: removes the code and returns it if it had not expired.
+    fn take_login_code(
+        &self,
+        hash: TokenHash,
+        now: i64,
+    ) -> impl Future<Output = Result<Option<LoginCode>, StoreError>> + Send;
+    /// Drops every pending login code of `username`; returns how many.
+    fn delete_user_login_codes(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 }
 
 /// The configured backend. An enum rather than a trait object: no boxing on the hot path.
@@ -219,6 +263,37 @@ macro_rules! delegate {
 }
 
 impl Store for AnyStore {
+    async fn api_token(&self, id: &str) -> Result<Option<Arc<ApiToken>>, StoreError> {
+        delegate!(self, s => s.api_token(id).await)
+    }
+    async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        delegate!(self, s => s.api_tokens().await)
+    }
+    async fn save_api_token(&self, token: ApiToken) -> Result<(), StoreError> {
+        delegate!(self, s => s.save_api_token(token).await)
+    }
+    async fn delete_api_token(&self, id: &str) -> Result<bool, StoreError> {
+        delegate!(self, s => s.delete_api_token(id).await)
+    }
+    async fn delete_user_api_tokens(&self, username: &str) -> Result<u32, StoreError> {
+        delegate!(self, s => s.delete_user_api_tokens(username).await)
+    }
+    async fn touch_api_token(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        delegate!(self, s => s.touch_api_token(id, now).await)
+    }
+    async fn save_login_code(&self, hash: TokenHash, code: LoginCode) -> Result<(), StoreError> {
+        delegate!(self, s => s.save_login_code(hash, code).await)
+    }
+    async fn take_login_code(
+        &self,
+        hash: TokenHash,
+        now: i64,
+    ) -> Result<Option<LoginCode>, StoreError> {
+        delegate!(self, s => s.take_login_code(hash, now).await)
+    }
+    async fn delete_user_login_codes(&self, username: &str) -> Result<u32, StoreError> {
+        delegate!(self, s => s.delete_user_login_codes(username).await)
+    }
     async fn subject(&self, username: &str) -> Result<String, StoreError> {
         delegate!(self, s => s.subject(username).await)
     }

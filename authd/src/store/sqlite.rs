@@ -13,6 +13,16 @@ use tokio::sync::oneshot;
 use super::StoreError;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Run by the database thread every [`IDLE_HOOK_EVERY`] (see [`Db::set_idle_hook`]).
+type Hook = Box<dyn FnMut(&mut Connection) + Send>;
+
+/// How often the idle hook runs: other processes' changes show within about this long.
+pub const IDLE_HOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(300);
+
+enum Msg {
+    Job(Job),
+    Hook(Hook),
+}
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -63,12 +73,33 @@ const MIGRATIONS: &[&str] = &[
         data TEXT NOT NULL,
         PRIMARY KEY (username, client_id)
      );",
+    // 3: API tokens, one-time login codes, and the log of changes other processes made
+    "CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        data TEXT NOT NULL
+     );
+     CREATE INDEX api_tokens_user ON api_tokens(username);
+     CREATE TABLE login_codes (
+        hash BLOB PRIMARY KEY,
+        username TEXT NOT NULL,
+        expires INTEGER NOT NULL,
+        data TEXT NOT NULL
+     );
+     CREATE INDEX login_codes_user ON login_codes(username);
+     CREATE TABLE changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        origin TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        at INTEGER NOT NULL
+     );",
 ];
 
 /// Handle to the database thread. Cloning is cheap.
 #[derive(Clone)]
 pub struct Db {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Msg>,
 }
 
 impl std::fmt::Debug for Db {
@@ -108,7 +139,45 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The database thread: runs jobs in order, and the idle hook (if any) between them.
+fn serve(conn: &mut Connection, rx: &mpsc::Receiver<Msg>) {
+    use std::time::Instant;
+    let mut hook: Option<Hook> = None;
+    let mut next = Instant::now() + IDLE_HOOK_EVERY;
+    loop {
+        let msg = if hook.is_some() {
+            match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                Ok(m) => Some(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => return,
+            }
+        };
+        match msg {
+            Some(Msg::Job(job)) => job(conn),
+            Some(Msg::Hook(h)) => hook = Some(h),
+            None => {}
+        }
+        if let Some(h) = hook.as_mut()
+            && Instant::now() >= next
+        {
+            h(conn);
+            next = Instant::now() + IDLE_HOOK_EVERY;
+        }
+    }
+}
+
 impl Db {
+    /// Installs `hook`, run on the database thread about every [`IDLE_HOOK_EVERY`]
+    /// (used to notice commits by other processes, e.g. `halos-authctl`).
+    pub fn set_idle_hook(&self, hook: impl FnMut(&mut Connection) + Send + 'static) {
+        let _ = self.tx.send(Msg::Hook(Box::new(hook)));
+    }
+
     /// Opens (creating if needed, mode 0600) the database and starts its thread.
     pub fn open(path: &Path) -> Result<Db, StoreError> {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -126,14 +195,10 @@ impl Db {
                 .map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?;
         }
         let mut conn = open_connection(path)?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         std::thread::Builder::new()
             .name("state-db".into())
-            .spawn(move || {
-                for job in rx {
-                    job(&mut conn);
-                }
-            })
+            .spawn(move || serve(&mut conn, &rx))
             .map_err(|e| StoreError::Io(e.to_string()))?;
         Ok(Db { tx })
     }
@@ -150,9 +215,9 @@ impl Db {
     ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Box::new(move |c| {
+            .send(Msg::Job(Box::new(move |c| {
                 let _ = reply.send(f(c));
-            }))
+            })))
             .map_err(|_| StoreError::Closed)?;
         Ok(rx.await.map_err(|_| StoreError::Closed)??)
     }
@@ -164,9 +229,9 @@ impl Db {
     ) -> Result<T, StoreError> {
         let (reply, rx) = mpsc::channel();
         self.tx
-            .send(Box::new(move |c| {
+            .send(Msg::Job(Box::new(move |c| {
                 let _ = reply.send(f(c));
-            }))
+            })))
             .map_err(|_| StoreError::Closed)?;
         Ok(rx.recv().map_err(|_| StoreError::Closed)??)
     }
@@ -177,11 +242,11 @@ impl Db {
         what: &'static str,
         f: impl FnOnce(&mut Connection) -> Result<(), rusqlite::Error> + Send + 'static,
     ) {
-        let sent = self.tx.send(Box::new(move |c| {
+        let sent = self.tx.send(Msg::Job(Box::new(move |c| {
             if let Err(e) = f(c) {
                 tracing::error!(error = %e, what, "state database write failed");
             }
-        }));
+        })));
         if sent.is_err() {
             tracing::error!(what, "state database thread is gone");
         }

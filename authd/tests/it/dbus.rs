@@ -417,6 +417,35 @@ async fn every_method_its_errors_and_users_changed() {
         "org.halos.Auth1.Error.NotFound"
     );
 
+    // IssueLoginCode: a real single-use code for an enabled user, redeemed at the portal.
+    let code: String = call(&conn, USERS_IFACE, "IssueLoginCode", &("crew",))
+        .await
+        .unwrap()
+        .body()
+        .deserialize()
+        .unwrap();
+    assert_eq!(code.len(), 17, "{code}");
+    let redeem = |code: &str| {
+        d.req(
+            "POST",
+            "/api/logincode",
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Forwarded-Host", "halos.local"),
+                ("X-Forwarded-Proto", "https"),
+            ],
+            &serde_json::json!({ "code": code }).to_string(),
+        )
+    };
+    let r = redeem(&code);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.cookie("halos_session").is_some());
+    assert_eq!(redeem(&code).status, 401, "a code works once");
+    assert_eq!(
+        error_name(call(&conn, USERS_IFACE, "IssueLoginCode", &("ghost",)).await),
+        "org.halos.Auth1.Error.NotFound"
+    );
+
     // DeleteUser, and the last enabled admin is protected.
     call(&conn, USERS_IFACE, "DeleteUser", &("mary",))
         .await
@@ -616,6 +645,7 @@ async fn non_root_callers_are_denied_without_polkit() {
         ("org.halos.Auth1.Users.SetPassword", vec!["admin", "owned"]),
         ("org.halos.Auth1.Users.DeleteUser", vec!["crew"]),
         ("org.halos.Auth1.Users.RevokeSessions", vec!["admin"]),
+        ("org.halos.Auth1.Users.IssueLoginCode", vec!["admin"]),
         ("org.halos.Auth1.Clients.ListClients", vec![]),
         ("org.halos.Auth1.Clients.Reload", vec![]),
     ] {

@@ -2,6 +2,7 @@
 //! Integration tests: one binary (one link) with a module per area.
 //! They run the real `halos-authd` / `halos-authctl` binaries on port 0 with temp dirs.
 
+mod api_tokens;
 mod bridge;
 mod common;
 mod config_cli;
@@ -9,6 +10,7 @@ mod daemon;
 mod dbus;
 mod forward_auth;
 mod hashes;
+mod login_codes;
 mod oidc_flow;
 mod snippets;
 mod systemd;
