@@ -17,7 +17,7 @@ use argon2::Block;
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
-use super::hash::{PasswordDigest, hash_password, random_bytes};
+use super::hash::{PasswordDigest, unmatchable_digest};
 use crate::config::Argon2Config;
 
 /// Free a worker's scratch memory after this long without work.
@@ -65,11 +65,8 @@ impl PasswordVerifier {
                 tracing::error!(error = %e, "cannot start password verification thread");
             }
         }
-        let mut pw = [0u8; 32];
-        random_bytes(&mut pw);
-        let dummy = hash_password(&pw, params)
+        let dummy = PasswordDigest::parse(&unmatchable_digest(params))
             .ok()
-            .and_then(|h| PasswordDigest::parse(&h).ok())
             .unwrap_or(PasswordDigest::Bcrypt(
                 // Only reached with invalid configured params, which validation refuses.
                 "$2b$12$C6UzMDM.H6dfI/f/IKxGhuBK3JbU3Yfu2IlQ0vH8gBUF.SwgBb0vW".into(),
@@ -135,6 +132,7 @@ fn worker(rx: &Mutex<std::sync::mpsc::Receiver<Job>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::users::hash::hash_password;
 
     fn cheap() -> Argon2Config {
         Argon2Config {
