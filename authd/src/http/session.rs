@@ -6,7 +6,6 @@ use axum::http::{HeaderMap, HeaderValue};
 
 use super::AppState;
 use super::request::{cookies, new_session_id, session_key};
-use crate::auth::password_fingerprint;
 use crate::config::SessionConfig;
 use crate::site::CookieDomain;
 use crate::store::{AuthLevel, Session, Store};
@@ -56,7 +55,7 @@ pub async fn current_session(
         let user = users.active(&session.username).cloned();
         let valid_user = user
             .as_ref()
-            .is_some_and(|u| password_fingerprint(&u.password_text) == session.pw_fingerprint);
+            .is_some_and(|u| u.pw_fingerprint == session.pw_fingerprint);
         if !session_alive(&st.config().session, &session, now) || !valid_user {
             let _ = st.store.delete_session(&key).await;
             continue;
@@ -96,7 +95,7 @@ pub async fn start_session(
         remember_me,
         auth_time: now,
         amr,
-        pw_fingerprint: password_fingerprint(&user.password_text),
+        pw_fingerprint: user.pw_fingerprint,
     };
     st.store.save_session(session).await?;
     let max_age = remember_me.then(|| st.config().session.remember_me.as_secs());
