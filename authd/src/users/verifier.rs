@@ -1,7 +1,7 @@
 //! Password verification off the async runtime, with bounded memory.
 //!
 //! A fixed number of worker threads ("slots") verify digests; each keeps one argon2
-//! scratch buffer that it reuses between jobs and frees after a quiet spell. Jobs wait in
+//! scratch buffer that it reuses while jobs are waiting and frees when none is. Jobs wait in
 //! a bounded queue; when it is full the caller gets [`VerifyError::Busy`] at once, which
 //! the HTTP layer turns into 503 + `Retry-After`. So a login flood costs at most
 //! `slots × memory` and never grows the heap.
@@ -9,9 +9,8 @@
 //! Unknown and disabled users are verified against a dummy digest with the same
 //! parameters as real ones, so response time does not reveal whether a user exists.
 
-use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, TryLockError};
 
 use argon2::Block;
 use tokio::sync::oneshot;
@@ -20,8 +19,6 @@ use zeroize::Zeroizing;
 use super::hash::{PasswordDigest, unmatchable_digest};
 use crate::config::Argon2Config;
 
-/// Free a worker's scratch memory after this long without work.
-const IDLE_RELEASE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
@@ -107,25 +104,27 @@ fn worker(rx: &Mutex<std::sync::mpsc::Receiver<Job>>) {
     loop {
         let next = {
             let Ok(guard) = rx.lock() else { return };
-            if blocks.is_empty() {
-                guard.recv().map_err(|_| RecvTimeoutError::Disconnected)
-            } else {
-                guard.recv_timeout(IDLE_RELEASE)
-            }
+            guard.recv()
         };
-        match next {
-            Ok(job) => {
-                let ok = job.digest.verify(&job.password, &mut blocks);
-                // Keep the buffer only while it is a sane size for the next job.
-                let _ = job.reply.send(ok);
+        let Ok(mut job) = next else { return };
+        loop {
+            let ok = job.digest.verify(&job.password, &mut blocks);
+            let _ = job.reply.send(ok);
+            // Reuse the buffer for a job that is already waiting (a burst); when none is
+            // (or another worker holds the queue, waiting for one), give the memory back
+            // now: a 64 MiB buffer is mmapped by glibc, so dropping it returns it to the OS.
+            // A worker must not keep it while blocked: it could wait behind the others forever.
+            let more = match rx.try_lock() {
+                Ok(guard) => guard.try_recv().ok(),
+                Err(TryLockError::WouldBlock) => None,
+                Err(TryLockError::Poisoned(_)) => return,
+            };
+            match more {
+                Some(j) => job = j,
+                None => break,
             }
-            Err(RecvTimeoutError::Timeout) => {
-                // Quiet: give the memory back. 64 MiB buffers are mmapped by glibc, so
-                // dropping them really returns them to the OS.
-                blocks = Vec::new();
-            }
-            Err(RecvTimeoutError::Disconnected) => return,
         }
+        blocks = Vec::new();
     }
 }
 
