@@ -548,7 +548,7 @@ def callgrind_total(cfg, start, raw: bytes, n: int, expect: int, tag: str) -> in
     raise RuntimeError(f"no totals in {out}")
 
 
-def instructions(cfg, results: dict, d: str, conf: str, cookie: str) -> None:
+def instructions(cfg, results: dict, d: str, conf: str, cookie: str, toy_cookie: str) -> None:
     n1, n2 = cfg.callgrind_n
     fa_headers = {**FORWARDED, "Cookie": f"theme=dark; {cookie}; _ga=GA1.2.3"}
     reqs = {
@@ -556,7 +556,8 @@ def instructions(cfg, results: dict, d: str, conf: str, cookie: str) -> None:
         "fa-200": (build_request("GET", PREFIX + "/api/authz/forward-auth", fa_headers), 200),
         "fa-302": (build_request("GET", PREFIX + "/api/authz/forward-auth",
                                  {**FORWARDED, "Accept": "text/html"}), 302),
-        "toy-verify": (build_request("GET", "/verify", fa_headers), 200),
+        "toy-verify": (build_request("GET", "/verify", {**FORWARDED, "Cookie": f"theme=dark; {toy_cookie}; _ga=GA1.2.3"}),
+                       200),
     }
     # The baseline servers: one worker, like the pinned daemon.
     env = {**os.environ, "BENCH_THREADS": "1"}
@@ -936,7 +937,7 @@ def main() -> int:
         if not cfg.no_callgrind:
             log(f"==> callgrind: instructions per request over one keep-alive connection "
                 f"({cfg.callgrind_n[1]} - {cfg.callgrind_n[0]} requests)")
-            instructions(cfg, res, d, conf, cookie)
+            instructions(cfg, res, d, conf, cookie, toy_cookie)
     finally:
         if daemon:
             daemon.stop()

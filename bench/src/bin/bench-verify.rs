@@ -47,7 +47,10 @@ async fn verify(State(sessions): State<Sessions>, headers: HeaderMap) -> Respons
     match found {
         Some(s) => (
             StatusCode::OK,
-            [("remote-user", s.user.clone()), ("remote-groups", s.groups.clone())],
+            [
+                ("remote-user", s.user.clone()),
+                ("remote-groups", s.groups.clone()),
+            ],
         )
             .into_response(),
         None => StatusCode::UNAUTHORIZED.into_response(),
@@ -64,7 +67,10 @@ fn main() {
             (session_id(i), s)
         })
         .collect();
-    eprintln!("cookie authd_session={}", URL_SAFE_NO_PAD.encode(session_id(0)));
+    eprintln!(
+        "cookie authd_session={}",
+        URL_SAFE_NO_PAD.encode(session_id(0))
+    );
     let app = Router::new()
         .route("/verify", get(verify))
         .with_state(Arc::new(sessions));
