@@ -19,7 +19,6 @@ use zeroize::Zeroizing;
 use super::hash::{PasswordDigest, unmatchable_digest};
 use crate::config::Argon2Config;
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error("too many logins in progress; try again shortly")]
