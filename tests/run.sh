@@ -86,3 +86,7 @@ done
 # --- end-to-end tests against the built binaries ----------------------------------
 say "end-to-end tests"
 .venv/bin/pytest -q tests/e2e
+
+# --- benchmark smoke run: every scenario once, briefly (numbers are not asserted) ---------
+say "benchmark smoke run (bench/run.sh --smoke)"
+./bench/run.sh --smoke

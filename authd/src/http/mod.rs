@@ -97,15 +97,6 @@ pub fn router(state: AppState) -> Router {
     let state_timeout = state.config().server.request_timeout.0;
     let api = Router::new()
         .route(paths::HEALTH, get(health).head(health))
-        .route(
-            paths::FORWARD_AUTH,
-            get(authz::forward_auth).head(authz::forward_auth),
-        )
-        .route(
-            paths::AUTH_REQUEST,
-            get(authz::auth_request).head(authz::auth_request),
-        )
-        .route(paths::VERIFY, any(authz::legacy_verify))
         .route(paths::STATE, get(portal::api_state))
         .route(paths::FIRST_FACTOR, post(portal::api_firstfactor))
         .route(paths::API_LOGOUT, post(portal::api_logout))
@@ -176,26 +167,42 @@ pub fn router(state: AppState) -> Router {
         api
     };
     let app = if prefix.is_empty() {
-        api.with_state(state)
+        api
     } else {
         // Nesting serves `/sso` but not `/sso/`, which is where redirects send browsers.
         Router::new()
             .route(&format!("{prefix}/"), get(portal::portal))
             .nest(&prefix, api)
-            .with_state(state)
     };
-    let timeout = state_timeout;
-    app.layer(RequestBodyLimitLayer::new(max_body))
+    let app = app
+        .layer(RequestBodyLimitLayer::new(max_body))
         // A whole request (body included) must finish in time: slow clients cannot hold
         // connections and tasks forever.
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
+            state_timeout,
+        ));
+    // Forward auth is the hot path (every sub-request of every page behind the proxy): its
+    // routes sit at their full path, outside the nest (no URI rewrite per request) and
+    // outside the timeout and body-limit layers (no timer per request): they read no body
+    // and answer from memory (Basic credentials wait at most for the bounded hash queue).
+    app.route(
+        &format!("{prefix}{}", paths::FORWARD_AUTH),
+        get(authz::forward_auth).head(authz::forward_auth),
+    )
+    .route(
+        &format!("{prefix}{}", paths::AUTH_REQUEST),
+        get(authz::auth_request).head(authz::auth_request),
+    )
+    .route(
+        &format!("{prefix}{}", paths::VERIFY),
+        any(authz::legacy_verify),
+    )
+    .with_state(state)
+    .layer(SetResponseHeaderLayer::if_not_present(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ))
 }
 
 /// `GET /metrics`: Prometheus text.

@@ -6,7 +6,6 @@ use axum::http::{HeaderMap, HeaderValue};
 
 use super::AppState;
 use super::request::{cookies, new_session_id, session_key};
-use crate::auth::password_fingerprint;
 use crate::config::SessionConfig;
 use crate::site::CookieDomain;
 use crate::store::{AuthLevel, Session, Store};
@@ -95,7 +94,7 @@ async fn lookup_session(
     let user = users.active(&session.username).cloned();
     let valid_user = user
         .as_ref()
-        .is_some_and(|u| password_fingerprint(&u.password_text) == session.pw_fingerprint);
+        .is_some_and(|u| u.pw_fingerprint == session.pw_fingerprint);
     if !session_alive(&st.config().session, &session, now) || !valid_user {
         let _ = st.store.delete_session(&key).await;
         return Ok(None);
@@ -155,7 +154,7 @@ pub async fn start_session(
             0
         },
         amr,
-        pw_fingerprint: password_fingerprint(&user.password_text),
+        pw_fingerprint: user.pw_fingerprint,
         must_change_password,
     };
     st.store.save_session(session).await?;
@@ -179,7 +178,7 @@ pub async fn reissue_session(
     let mut session = previous.clone();
     session.key = key;
     session.last_activity = st.clock.now();
-    session.pw_fingerprint = password_fingerprint(&user.password_text);
+    session.pw_fingerprint = user.pw_fingerprint;
     change(&mut session);
     let max_age = session
         .remember_me

@@ -172,6 +172,7 @@ pub(crate) mod tests {
             disabled: false,
             digest: Arc::new(PasswordDigest::parse(digest).unwrap()),
             password_text: digest.into(),
+            pw_fingerprint: crate::auth::password_fingerprint(digest),
         }
     }
 

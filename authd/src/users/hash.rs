@@ -483,15 +483,30 @@ pub fn hash_password(password: &[u8], cfg: &Argon2Config) -> Result<String, Dige
     let mut out = vec![0u8; cfg.key_length as usize];
     a.hash_password_into(password, &salt, &mut out)
         .map_err(|e| DigestError::Malformed("argon2", e.to_string()))?;
-    Ok(format!(
+    Ok(phc(cfg, &salt, &out))
+}
+
+/// A digest with the configured parameters that no password matches (random salt and
+/// random output): verifying against it costs exactly one hash, like a real user's, but
+/// making it costs nothing (start-up must not spend a 64 MiB hash on it).
+pub fn unmatchable_digest(cfg: &Argon2Config) -> String {
+    let mut salt = vec![0u8; cfg.salt_length as usize];
+    random_bytes(&mut salt);
+    let mut out = vec![0u8; cfg.key_length as usize];
+    random_bytes(&mut out);
+    phc(cfg, &salt, &out)
+}
+
+fn phc(cfg: &Argon2Config, salt: &[u8], out: &[u8]) -> String {
+    format!(
         "${}$v=19$m={},t={},p={}${}${}",
         cfg.variant,
         cfg.memory,
         cfg.iterations,
         cfg.parallelism,
-        general_purpose::STANDARD_NO_PAD.encode(&salt),
-        general_purpose::STANDARD_NO_PAD.encode(&out)
-    ))
+        general_purpose::STANDARD_NO_PAD.encode(salt),
+        general_purpose::STANDARD_NO_PAD.encode(out)
+    )
 }
 
 #[cfg(test)]

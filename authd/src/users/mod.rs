@@ -38,6 +38,9 @@ pub struct User {
     pub digest: Arc<PasswordDigest>,
     /// The digest text as written in the file (used to detect password changes).
     pub password_text: String,
+    /// `auth::password_fingerprint(&password_text)`, computed once at load: sessions carry
+    /// it, and forward auth compares it on every request.
+    pub pw_fingerprint: u64,
 }
 
 /// A loaded, validated users file.
@@ -211,6 +214,7 @@ impl UsersDb {
                     groups,
                     disabled: u.disabled.unwrap_or(false),
                     digest: Arc::new(digest),
+                    pw_fingerprint: crate::auth::password_fingerprint(&u.password),
                     password_text: u.password,
                 }),
             );

@@ -2,7 +2,7 @@
 //! bounded memory.
 //!
 //! A fixed number of worker threads ("slots") verify digests; each keeps one argon2
-//! scratch buffer that it reuses between jobs and frees after a quiet spell. Jobs wait in
+//! scratch buffer that it reuses while jobs are waiting and frees when none is. Jobs wait in
 //! a bounded queue; when it is full the caller gets [`VerifyError::Busy`] at once, which
 //! the HTTP layer turns into 503 + `Retry-After`. So a login flood costs at most
 //! `slots × memory` and never grows the heap.
@@ -10,19 +10,15 @@
 //! Unknown and disabled users are verified against a dummy digest with the same
 //! parameters as real ones, so response time does not reveal whether a user exists.
 
-use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, TryLockError};
 
 use argon2::Block;
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
-use super::hash::{DigestError, PasswordDigest, hash_password, random_bytes};
+use super::hash::{DigestError, PasswordDigest, hash_password, unmatchable_digest};
 use crate::config::Argon2Config;
-
-/// Free a worker's scratch memory after this long without work.
-const IDLE_RELEASE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
@@ -82,11 +78,8 @@ impl PasswordVerifier {
                 tracing::error!(error = %e, "cannot start password verification thread");
             }
         }
-        let mut pw = [0u8; 32];
-        random_bytes(&mut pw);
-        let dummy = hash_password(&pw, params)
+        let dummy = PasswordDigest::parse(&unmatchable_digest(params))
             .ok()
-            .and_then(|h| PasswordDigest::parse(&h).ok())
             .unwrap_or(PasswordDigest::Bcrypt(
                 // Only reached with invalid configured params, which validation refuses.
                 "$2b$12$C6UzMDM.H6dfI/f/IKxGhuBK3JbU3Yfu2IlQ0vH8gBUF.SwgBb0vW".into(),
@@ -142,41 +135,49 @@ fn worker(rx: &Mutex<std::sync::mpsc::Receiver<Job>>) {
     loop {
         let next = {
             let Ok(guard) = rx.lock() else { return };
-            if blocks.is_empty() {
-                guard.recv().map_err(|_| RecvTimeoutError::Disconnected)
-            } else {
-                guard.recv_timeout(IDLE_RELEASE)
-            }
+            guard.recv()
         };
-        match next {
-            Ok(Job::Verify {
-                password,
-                digest,
-                reply,
-            }) => {
-                let ok = digest.verify(&password, &mut blocks);
-                let _ = reply.send(ok);
+        let Ok(mut job) = next else { return };
+        loop {
+            match job {
+                Job::Verify {
+                    password,
+                    digest,
+                    reply,
+                } => {
+                    let ok = digest.verify(&password, &mut blocks);
+                    let _ = reply.send(ok);
+                }
+                Job::Hash {
+                    password,
+                    params,
+                    reply,
+                } => {
+                    let _ = reply.send(hash_password(&password, &params));
+                }
             }
-            Ok(Job::Hash {
-                password,
-                params,
-                reply,
-            }) => {
-                let _ = reply.send(hash_password(&password, &params));
+            // Reuse the buffer for a job that is already waiting (a burst); when none is
+            // (or another worker holds the queue, waiting for one), give the memory back
+            // now: a 64 MiB buffer is mmapped by glibc, so dropping it returns it to the OS.
+            // A worker must not keep it while blocked: it could wait behind the others forever.
+            let more = match rx.try_lock() {
+                Ok(guard) => guard.try_recv().ok(),
+                Err(TryLockError::WouldBlock) => None,
+                Err(TryLockError::Poisoned(_)) => return,
+            };
+            match more {
+                Some(j) => job = j,
+                None => break,
             }
-            Err(RecvTimeoutError::Timeout) => {
-                // Quiet: give the memory back. 64 MiB buffers are mmapped by glibc, so
-                // dropping them really returns them to the OS.
-                blocks = Vec::new();
-            }
-            Err(RecvTimeoutError::Disconnected) => return,
         }
+        blocks = Vec::new();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::users::hash::hash_password;
 
     fn cheap() -> Argon2Config {
         Argon2Config {
