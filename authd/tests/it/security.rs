@@ -1400,3 +1400,179 @@ fn sec_unix_socket_listener_serves_with_the_same_limits() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+// ---------------------------------------------------------------------------------
+// Second factors (issue 7): the TOTP step, its replay window and its regulation.
+
+mod totp {
+    use crate::common::{Daemon, HttpResponse};
+    use crate::second_factor::{
+        FORM, HOST, JSON, PW, SITE, between, code_at, daemon, fa, firstfactor, form, now, settings,
+        users_yaml,
+    };
+
+    /// Enrols a TOTP for the session's user from /settings; returns the secret.
+    fn enrol(d: &Daemon, session: &str) -> String {
+        let (_, cookies, token) = settings(d, session);
+        let r = d.req(
+            "POST",
+            "/settings/totp/start",
+            &[HOST, FORM, ("Cookie", &cookies)],
+            &form(&[("csrf", &token)]),
+        );
+        let secret = between(&r.body, "id=\"totp-secret\">", "<").to_string();
+        let r = d.req(
+            "POST",
+            "/settings/totp/confirm",
+            &[HOST, FORM, ("Cookie", &cookies)],
+            &form(&[("csrf", &token), ("code", &code_at(&secret, now()))]),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        secret
+    }
+
+    fn totp(d: &Daemon, cookie: &str, code: &str) -> HttpResponse {
+        d.req(
+            "POST",
+            "/api/secondfactor/totp",
+            &[HOST, JSON, ("Cookie", cookie)],
+            &serde_json::json!({"token": code, "targetURL": "https://secure.halos.local/"})
+                .to_string(),
+        )
+    }
+
+    /// A six-digit code valid at none of the steps the daemon could accept right now.
+    fn wrong_code(secret: &str, seed: u32) -> String {
+        let t = now();
+        let valid: Vec<String> = (0..5).map(|i| code_at(secret, t + i * 30 - 60)).collect();
+        (seed..)
+            .map(|n| format!("{:06}", (n * 7919 + 13) % 1_000_000))
+            .find(|c| !valid.contains(c))
+            .unwrap()
+    }
+
+    fn level(d: &Daemon, cookie: &str) -> String {
+        d.req("GET", "/api/state", &[HOST, ("Cookie", cookie)], "")
+            .body
+    }
+
+    #[test]
+    fn sec_r8_a5_s2_b_c1_c4_a6_the_totp_step_cannot_be_skipped_or_replayed() {
+        // Regulation off: this test sends more wrong codes than a ban allows.
+        let d = Daemon::start(
+            &users_yaml(),
+            &format!("{SITE}regulation: {{max_retries: 0}}\n"),
+        );
+        let s0 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        let secret = enrol(&d, &s0);
+
+        // R8: a hostile target with the right password: no redirect, no full session.
+        let r = firstfactor(&d, "ann", PW, "https://evil.example/");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(!r.body.contains("evil.example"), "{}", r.body);
+        let s1 = r.cookie("halos_session").unwrap();
+        assert_eq!(fa(&d, "secure.halos.local", &s1).status, 302);
+        assert!(level(&d, &s1).contains("\"authentication_level\":1"));
+
+        // A5: empty, blank, non-numeric and over-long codes never pass (JSON and form).
+        for bad in ["", "      ", "abcdef", "0000000", "1234567890"] {
+            assert_eq!(totp(&d, &s1, bad).status, 401, "{bad:?}");
+        }
+        let r = d.req(
+            "POST",
+            "/api/secondfactor/totp",
+            &[HOST, JSON, ("Cookie", &s1)],
+            r#"{"targetURL":"https://secure.halos.local/"}"#,
+        );
+        assert!(r.status >= 400, "{}", r.status);
+        assert_eq!(fa(&d, "secure.halos.local", &s1).status, 302);
+
+        // C1/C4 on the TOTP step: the page is not frameable; a POST without the CSRF
+        // token, or from another site, changes nothing.
+        let page = d.req(
+            "GET",
+            "/?rd=https%3A%2F%2Fsecure.halos.local%2F",
+            &[HOST, ("Cookie", &s1)],
+            "",
+        );
+        assert!(page.body.contains("id=\"verify\""), "{}", page.body);
+        for p in [&page, &settings(&d, &s1).0] {
+            assert!(
+                p.header("content-security-policy")
+                    .is_some_and(|c| c.contains("frame-ancestors 'none'")),
+                "{:?}",
+                p.headers
+            );
+            assert_eq!(p.header("x-frame-options"), Some("DENY"));
+        }
+        let (_, cookies, token) = settings(&d, &s1);
+        let good = code_at(&secret, now() + 30);
+        let step = |csrf: &str, origin: Option<&str>| {
+            let mut h = vec![HOST, FORM, ("Cookie", cookies.as_str())];
+            if let Some(o) = origin {
+                h.push(("Origin", o));
+            }
+            d.req(
+                "POST",
+                "/login/totp",
+                &h,
+                &form(&[
+                    ("csrf", csrf),
+                    ("code", &good),
+                    ("rd", "https://secure.halos.local/"),
+                ]),
+            )
+        };
+        assert_eq!(step("forged", None).status, 403);
+        assert_eq!(step(&token, Some("https://evil.example")).status, 403);
+        assert_eq!(fa(&d, "secure.halos.local", &s1).status, 302);
+
+        // S2-b: the code gives a new session id; the password-only one is gone.
+        let r = totp(&d, &s1, &good);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let s2 = r.cookie("halos_session").unwrap();
+        assert_ne!(s1, s2);
+        assert_eq!(fa(&d, "secure.halos.local", &s2).status, 200);
+        assert_eq!(fa(&d, "app.halos.local", &s1).status, 302);
+
+        // A6: the used code again, and codes three steps away, are refused.
+        let s3 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        assert_eq!(totp(&d, &s3, &good).status, 401, "replay");
+        let far = [code_at(&secret, now() - 90), code_at(&secret, now() + 120)];
+        for c in far.iter().filter(|c| **c != good) {
+            assert_eq!(totp(&d, &s3, c).status, 401, "{c}");
+        }
+        assert_eq!(fa(&d, "secure.halos.local", &s3).status, 302);
+    }
+
+    #[test]
+    fn sec_a2_totp_guessing_is_regulated_and_the_password_does_not_reset_it() {
+        // Default regulation: 3 failures within 2 minutes ban for 5 minutes.
+        let d = daemon();
+        let s0 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        let secret = enrol(&d, &s0);
+        let s1 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        assert_eq!(totp(&d, &s1, &wrong_code(&secret, 1)).status, 401);
+        assert_eq!(totp(&d, &s1, &wrong_code(&secret, 2)).status, 401);
+        // The right password again must not forgive the two wrong codes …
+        let s2 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        assert_eq!(totp(&d, &s2, &wrong_code(&secret, 3)).status, 401);
+        // … so the third failure bans: even the right code is refused, like a wrong one,
+        // and so is the password.
+        let r = totp(&d, &s2, &code_at(&secret, now() + 30));
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert!(r.body.contains("Authentication failed"), "{}", r.body);
+        assert_eq!(fa(&d, "secure.halos.local", &s2).status, 302);
+        assert_eq!(firstfactor(&d, "ann", PW, "").status, 401);
+    }
+}
