@@ -420,9 +420,9 @@ fn basic_auth_with_the_default_password_is_refused() {
     assert!(r.header("remote-user").is_none());
 }
 
-const CB: &str = "https://app.halos.local/cb";
+pub(crate) const CB: &str = "https://app.halos.local/cb";
 
-fn oidc_daemon() -> Daemon {
+pub(crate) fn oidc_daemon() -> Daemon {
     let extra = format!(
         "{SITE}identity_providers:\n  oidc:\n    issuer: https://halos.local/sso\n    clients:\n      - client_id: plain\n        client_secret: s3cret\n        redirect_uris: ['{CB}']\n      - client_id: strict\n        client_secret: s3cret\n        authorization_policy: two_factor\n        redirect_uris: ['{CB}']\n"
     );

@@ -1405,10 +1405,11 @@ fn sec_unix_socket_listener_serves_with_the_same_limits() {
 // Second factors (issue 7): the TOTP step, its replay window and its regulation.
 
 mod totp {
+    use super::{enc, hostile_variants};
     use crate::common::{Daemon, HttpResponse};
     use crate::second_factor::{
-        FORM, HOST, JSON, PW, SITE, between, code_at, daemon, fa, firstfactor, form, now, settings,
-        users_yaml,
+        CB, FORM, HOST, JSON, PW, SITE, between, code_at, daemon, fa, firstfactor, form, now,
+        oidc_daemon, settings, users_yaml,
     };
 
     /// Enrols a TOTP for the session's user from /settings; returns the secret.
@@ -1528,6 +1529,20 @@ mod totp {
         assert_eq!(step("forged", None).status, 403);
         assert_eq!(step(&token, Some("https://evil.example")).status, 403);
         assert_eq!(fa(&d, "secure.halos.local", &s1).status, 302);
+        // The passkey sign-in ceremony refuses cross-site callers too.
+        let assertion = r#"{"credential":{"id":"AA","rawId":"AA","type":"public-key","response":{"authenticatorData":"AA","clientDataJSON":"AA","signature":"AA","userHandle":"AA"},"extensions":{}}}"#;
+        for (path, body) in [
+            ("/api/webauthn/login/start", "{}"),
+            ("/api/webauthn/login/finish", assertion),
+        ] {
+            let r = d.req(
+                "POST",
+                path,
+                &[HOST, JSON, ("Origin", "https://evil.example")],
+                body,
+            );
+            assert_eq!(r.status, 403, "{path}");
+        }
 
         // S2-b: the code gives a new session id; the password-only one is gone.
         let r = totp(&d, &s1, &good);
@@ -1574,5 +1589,110 @@ mod totp {
         assert!(r.body.contains("Authentication failed"), "{}", r.body);
         assert_eq!(fa(&d, "secure.halos.local", &s2).status, 302);
         assert_eq!(firstfactor(&d, "ann", PW, "").status, 401);
+    }
+
+    /// A5 / O16 through OIDC: a password-only session of a TOTP user gets no code from a
+    /// two_factor client, `prompt=none` included.
+    #[test]
+    fn sec_a5_o16_password_only_session_gets_no_code_from_a_two_factor_client() {
+        let d = oidc_daemon();
+        let s0 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        enrol(&d, &s0);
+        let s1 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        let authorize = |prompt: &str| {
+            d.req(
+                "GET",
+                &format!(
+                    "/api/oidc/authorization?response_type=code&client_id=strict&redirect_uri={}&scope=openid&state=st1{prompt}",
+                    enc(CB)
+                ),
+                &[HOST, ("Cookie", &s1)],
+                "",
+            )
+        };
+        let r = authorize("");
+        let loc = r.header("location").unwrap_or_default().to_string();
+        assert_eq!(r.status, 302);
+        assert!(loc.starts_with("https://halos.local/sso/?rd="), "{loc}");
+        let r = authorize("&prompt=none");
+        let loc = r.header("location").unwrap_or_default().to_string();
+        assert!(loc.starts_with(&format!("{CB}?error=")), "{loc}");
+        assert!(
+            loc.contains("error=login_required") || loc.contains("error=interaction_required"),
+            "{loc}"
+        );
+        assert!(!loc.contains("code="), "{loc}");
+    }
+
+    /// R1/R6 on the new pages: the TOTP step and the forced password change never follow
+    /// a hostile target and reflect it only escaped.
+    #[test]
+    fn sec_r1_r6_totp_step_and_password_change_never_follow_hostile_targets() {
+        let d = Daemon::start(
+            &users_yaml(),
+            &format!("{SITE}regulation: {{max_retries: 0}}\n"),
+        );
+        let s0 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        let secret = enrol(&d, &s0);
+        let pending = firstfactor(&d, "admin", "halos", "")
+            .cookie("halos_session")
+            .unwrap();
+        for t in hostile_variants() {
+            for (path, cookie) in [("/", &s0), ("/password/change", &pending)] {
+                let page = d.req(
+                    "GET",
+                    &format!("{path}?rd={}", enc(&t)),
+                    &[HOST, ("Cookie", cookie)],
+                    "",
+                );
+                assert!(page.status == 200 || page.status == 414, "{path} {t:?}");
+                if t.contains(['<', '"', '\'']) {
+                    assert!(!page.body.contains(&t), "{path}: {t:?} reflected raw");
+                }
+                let lower = page.body.to_ascii_lowercase();
+                for attr in ["href=\"", "action=\"", "src=\""] {
+                    for scheme in ["javascript:", "data:", "vbscript:", "https://evil"] {
+                        assert!(!lower.contains(&format!("{attr}{scheme}")), "{path} {t:?}");
+                    }
+                }
+            }
+        }
+        // One real TOTP step and one real password change with a hostile target.
+        let (_, cookies, token) = settings(&d, &s0);
+        let r = d.req(
+            "POST",
+            "/login/totp",
+            &[HOST, FORM, ("Cookie", &cookies)],
+            &form(&[
+                ("csrf", &token),
+                ("code", &code_at(&secret, now() + 30)),
+                ("rd", "https://evil.example/"),
+            ]),
+        );
+        assert_eq!(r.status, 303, "{}", r.body);
+        assert_eq!(r.header("location"), Some("https://halos.local/sso/"));
+        let page = d.req("GET", "/password/change", &[HOST, ("Cookie", &pending)], "");
+        let csrf = page.cookie("__Host-halos_csrf").unwrap();
+        let token = csrf.trim_start_matches("__Host-halos_csrf=").to_string();
+        let pw = "plum tractor sextant 4711 harbour";
+        let r = d.req(
+            "POST",
+            "/password/change",
+            &[HOST, FORM, ("Cookie", &format!("{pending}; {csrf}"))],
+            &form(&[
+                ("csrf", &token),
+                ("new_password", pw),
+                ("confirm_password", pw),
+                ("rd", "//evil.example/"),
+            ]),
+        );
+        assert_eq!(r.status, 303, "{}", r.body);
+        assert_eq!(r.header("location"), Some("https://halos.local/sso/"));
     }
 }
