@@ -1695,4 +1695,75 @@ mod totp {
         assert_eq!(r.status, 303, "{}", r.body);
         assert_eq!(r.header("location"), Some("https://halos.local/sso/"));
     }
+
+    /// T3 for the new secrets: TOTP secrets and codes, login codes and API tokens never
+    /// reach the log, even at debug level (successes and failures).
+    #[test]
+    fn sec_t3_no_totp_codes_login_codes_or_api_tokens_in_logs() {
+        use crate::api_tokens::{ctl, stdout};
+        let d = Daemon::start(&users_yaml(), &format!("{SITE}log: {{level: debug}}\n"));
+        let s0 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        let secret = enrol(&d, &s0);
+        let s1 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        let good = code_at(&secret, now() + 30);
+        assert_eq!(totp(&d, &s1, &good).status, 200);
+        let s2 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        assert_eq!(totp(&d, &s2, &good).status, 401, "replay");
+
+        let token = stdout(&ctl(&d, &["token", "create", "--user", "ann"]))
+            .trim()
+            .to_string();
+        let forged = format!("{}x", &token[..token.len() - 1]);
+        for t in [&token, &forged] {
+            let _ = d.req(
+                "GET",
+                "/api/authz/forward-auth",
+                &[
+                    ("X-Forwarded-Method", "GET"),
+                    ("X-Forwarded-Proto", "https"),
+                    ("X-Forwarded-Host", "app.halos.local"),
+                    ("X-Forwarded-Uri", "/"),
+                    ("Authorization", &format!("Bearer {t}")),
+                ],
+                "",
+            );
+        }
+        let code = stdout(&ctl(&d, &["user", "login-code", "ann"]))
+            .trim()
+            .to_string();
+        let wrong_code = "ABCDE-FGHJK-MNPQR";
+        for c in [code.as_str(), wrong_code, code.as_str()] {
+            let r = d.req(
+                "POST",
+                "/api/logincode",
+                &[HOST, JSON],
+                &serde_json::json!({ "code": c }).to_string(),
+            );
+            assert!(r.status == 200 || r.status == 401, "{}", r.status);
+        }
+        let log = d.log_text();
+        assert!(
+            log.contains("factor=\"code\"") || log.contains("factor=code"),
+            "{log}"
+        );
+        let canonical = code.replace('-', "");
+        let secret_part = token.rsplit('_').next().unwrap().to_string();
+        for s in [
+            secret.as_str(),
+            good.as_str(),
+            secret_part.as_str(),
+            forged.as_str(),
+            code.as_str(),
+            canonical.as_str(),
+            wrong_code,
+        ] {
+            assert!(!log.contains(s), "{s} in the log");
+        }
+    }
 }
