@@ -1747,11 +1747,17 @@ mod totp {
             );
             assert!(r.status == 200 || r.status == 401, "{}", r.status);
         }
+        // The last redemption's audit line is the last thing logged: wait for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while d.log_text().matches("factor=\"code\"").count() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no login-code lines: {}",
+                d.log_text()
+            );
+            std::thread::yield_now();
+        }
         let log = d.log_text();
-        assert!(
-            log.contains("factor=\"code\"") || log.contains("factor=code"),
-            "{log}"
-        );
         let canonical = code.replace('-', "");
         let secret_part = token.rsplit('_').next().unwrap().to_string();
         for s in [
