@@ -1529,6 +1529,18 @@ mod totp {
         assert_eq!(step("forged", None).status, 403);
         assert_eq!(step(&token, Some("https://evil.example")).status, 403);
         assert_eq!(fa(&d, "secure.halos.local", &s1).status, 302);
+        let r = d.req(
+            "POST",
+            "/api/secondfactor/totp",
+            &[
+                HOST,
+                JSON,
+                ("Cookie", &s1),
+                ("Origin", "https://evil.example"),
+            ],
+            &serde_json::json!({"token": good}).to_string(),
+        );
+        assert_eq!(r.status, 403, "cross-site JSON TOTP step");
         // The passkey sign-in ceremony refuses cross-site callers too.
         let assertion = r#"{"credential":{"id":"AA","rawId":"AA","type":"public-key","response":{"authenticatorData":"AA","clientDataJSON":"AA","signature":"AA","userHandle":"AA"},"extensions":{}}}"#;
         for (path, body) in [
