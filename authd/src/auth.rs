@@ -99,8 +99,13 @@ pub async fn first_factor<S: Store>(
     };
     let ok = verifier.verify(password, digest).await? && real;
     if ok && let Some(user) = user {
-        for (kind, subject) in [(BanKind::User, username), (BanKind::Ip, ip.as_str())] {
-            store.clear_failures(kind, subject).await?;
+        // Failures are forgiven only once the login is complete: with a TOTP enrolled the
+        // password alone must not reset the count, or knowing it would allow grinding
+        // the code space (catalogue A2). The TOTP step clears them.
+        if store.totp(username).await?.is_none() {
+            for (kind, subject) in [(BanKind::User, username), (BanKind::Ip, ip.as_str())] {
+                store.clear_failures(kind, subject).await?;
+            }
         }
         tracing::info!(target: "audit", event = "login", result = "success", user = %username, ip = %ip, factor = "password");
         return Ok(user);

@@ -109,6 +109,14 @@ def test_C3_consent_is_bound_to_the_browser(oidc_daemon, discovery):
     # A query parameter cannot pre-approve.
     for bypass in ({"bypass_approval_prompt": "true"}, {"consent": "granted"}, {name: value}):
         consent_form(authz(a, discovery, **params, **bypass))
-    # Alice's own submission works.
+    # The form's one-time id is bound to the exact request: changing it gets no code.
+    r = a.post(url, data={**fields, "state": "other-state", name: value}, allow_redirects=False)
+    assert r.status_code == 403 and "code=" not in r.headers.get("Location", ""), r.status_code
+    # Alice's own submission of a fresh form works once; replaying it gets no second code.
+    action, fields, buttons = consent_form(authz(a, discovery, **params))
     r = a.post(url, data={**fields, name: value}, allow_redirects=False)
     assert callback_params(r, redirect_uri)["code"]
+    for choice in ("approve", "deny"):
+        replay = a.post(url, data={**fields, name: choice}, allow_redirects=False)
+        assert replay.status_code == 403, replay.status_code
+        assert "Location" not in replay.headers, replay.headers

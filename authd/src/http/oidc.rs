@@ -43,6 +43,10 @@ pub struct Oidc {
 const FLOW_PARAM: &str = "halos_flow";
 const CONSENT_PARAM: &str = "halos_consent";
 const CSRF_PARAM: &str = "halos_csrf";
+/// One-time id of a rendered consent form, bound server-side to the session and request.
+const CONSENT_ID_PARAM: &str = "halos_consent_id";
+/// How long a consent form can be answered.
+const CONSENT_TTL: i64 = 600;
 
 fn no_store(mut r: Response) -> Response {
     let h = r.headers_mut();
@@ -185,6 +189,21 @@ pub async fn authorization(
     let posted_consent = (method == Method::POST && csrf_ok(&headers, &params, &cd))
         .then(|| param(&params, CONSENT_PARAM))
         .flatten();
+    if posted_consent.is_some() {
+        // Single use and bound to this browser session and this exact request: a replayed
+        // or transplanted form gets nothing (catalogue C3).
+        match take_consent_form(&st, &params, session.as_ref(), now).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return error_page(
+                    &st,
+                    StatusCode::FORBIDDEN,
+                    "This consent form was already answered or has expired. Start again from the application.",
+                );
+            }
+            Err(e) => return WebError::from(e).into_response(),
+        }
+    }
     if posted_consent == Some("deny") {
         return redirect(
             &req.error(OAuthError::AccessDenied, "The user declined.")
@@ -244,7 +263,12 @@ pub async fn authorization(
             }
             redirect(portal.as_str())
         }
-        Decision::Consent => consent_page(&st, &headers, &cd, &req, &params, flow_started_at),
+        Decision::Consent => {
+            let Some(s) = &session else {
+                return WebError::Internal("consent without a session".into()).into_response();
+            };
+            consent_page(&st, &headers, &cd, &req, &params, s, flow_started_at).await
+        }
         Decision::Issue => {
             let (Some(s), Some(sub)) = (&session, &sub) else {
                 return WebError::Internal("issue without a session".into()).into_response();
@@ -297,25 +321,94 @@ async fn issue_code(
     redirect(&req.success_location(&code, &o.issuer))
 }
 
-fn consent_page(
+/// The authorization request's own parameters (ours, `halos_*`, left out), in order.
+fn request_params_only(params: &[(String, String)]) -> Vec<(String, String)> {
+    params
+        .iter()
+        .filter(|(k, _)| !k.starts_with("halos_"))
+        .cloned()
+        .collect()
+}
+
+/// What a consent form is bound to: the session it was shown to and the exact request.
+fn consent_binding(session: &SessionUser, params: &[(String, String)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (k, v) in request_params_only(params) {
+        for part in [k.as_bytes(), v.as_bytes()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+    }
+    format!(
+        "{}:{}",
+        hex::encode(session.session.key),
+        hex::encode(h.finalize())
+    )
+}
+
+fn consent_key(id: &str) -> String {
+    format!("consent:{id}")
+}
+
+/// Takes the posted consent form's id (single use); `true` when it was issued to this
+/// session for this request and has not expired.
+async fn take_consent_form(
+    st: &AppState,
+    params: &[(String, String)],
+    session: Option<&SessionUser>,
+    now: i64,
+) -> Result<bool, crate::store::StoreError> {
+    let (Some(id), Some(s)) = (param(params, CONSENT_ID_PARAM), session) else {
+        return Ok(false);
+    };
+    // Only our own 43-character ids reach the store.
+    if id.len() != 43
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Ok(false);
+    }
+    let Some(bound) = st.store.take_ceremony(&consent_key(id), now).await? else {
+        return Ok(false);
+    };
+    Ok(bool::from(
+        bound
+            .as_bytes()
+            .ct_eq(consent_binding(s, params).as_bytes()),
+    ))
+}
+
+async fn consent_page(
     st: &AppState,
     headers: &HeaderMap,
     cd: &CookieDomain,
     req: &AuthorizationRequest,
     params: &[(String, String)],
+    session: &SessionUser,
     flow: i64,
 ) -> Response {
     let (token, fresh) = match csrf_token(headers, cd.secure) {
         Some(t) => (t, false),
         None => (new_session_id(), true),
     };
-    let mut hidden: Vec<(String, String)> = params
-        .iter()
-        .filter(|(k, _)| !k.starts_with("halos_"))
-        .cloned()
-        .collect();
+    let consent_id = new_session_id();
+    if let Err(e) = st
+        .store
+        .put_ceremony(
+            &consent_key(&consent_id),
+            consent_binding(session, params),
+            st.clock.now() + CONSENT_TTL,
+        )
+        .await
+    {
+        return WebError::from(e).into_response();
+    }
+    let mut hidden = request_params_only(params);
     hidden.push((FLOW_PARAM.into(), flow.to_string()));
     hidden.push((CSRF_PARAM.into(), token.clone()));
+    hidden.push((CONSENT_ID_PARAM.into(), consent_id));
     let scopes: Vec<&str> = req.scopes.iter().map(|s| s.as_str()).collect();
     let html = st.templates.get_template("consent.html").and_then(|t| {
         t.render(minijinja::context! {

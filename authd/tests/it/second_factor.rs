@@ -4,12 +4,12 @@
 
 use crate::common::{Daemon, HttpResponse};
 
-const PW: &str = "correct horse";
-const HOST: (&str, &str) = ("X-Forwarded-Host", "halos.local");
-const JSON: (&str, &str) = ("Content-Type", "application/json");
-const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+pub(crate) const PW: &str = "correct horse";
+pub(crate) const HOST: (&str, &str) = ("X-Forwarded-Host", "halos.local");
+pub(crate) const JSON: (&str, &str) = ("Content-Type", "application/json");
+pub(crate) const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
 
-fn users_yaml() -> String {
+pub(crate) fn users_yaml() -> String {
     let cfg = authd::config::Argon2Config {
         memory: 1024,
         iterations: 1,
@@ -23,7 +23,7 @@ fn users_yaml() -> String {
     )
 }
 
-const SITE: &str = r#"
+pub(crate) const SITE: &str = r#"
 session:
   cookies:
     - domain: halos.local
@@ -36,11 +36,11 @@ access_control:
       policy: two_factor
 "#;
 
-fn daemon() -> Daemon {
+pub(crate) fn daemon() -> Daemon {
     Daemon::start(&users_yaml(), SITE)
 }
 
-fn firstfactor(d: &Daemon, user: &str, pw: &str, target: &str) -> HttpResponse {
+pub(crate) fn firstfactor(d: &Daemon, user: &str, pw: &str, target: &str) -> HttpResponse {
     d.req(
         "POST",
         "/api/firstfactor",
@@ -49,7 +49,7 @@ fn firstfactor(d: &Daemon, user: &str, pw: &str, target: &str) -> HttpResponse {
     )
 }
 
-fn fa(d: &Daemon, host: &str, cookie: &str) -> HttpResponse {
+pub(crate) fn fa(d: &Daemon, host: &str, cookie: &str) -> HttpResponse {
     d.req(
         "GET",
         "/api/authz/forward-auth",
@@ -65,14 +65,14 @@ fn fa(d: &Daemon, host: &str, cookie: &str) -> HttpResponse {
     )
 }
 
-fn form(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn form(pairs: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish()
 }
 
 /// The text between `start` and the next `end` in `body`.
-fn between<'a>(body: &'a str, start: &str, end: &str) -> &'a str {
+pub(crate) fn between<'a>(body: &'a str, start: &str, end: &str) -> &'a str {
     let i = body
         .find(start)
         .unwrap_or_else(|| panic!("{start} not in {body}"))
@@ -82,7 +82,7 @@ fn between<'a>(body: &'a str, start: &str, end: &str) -> &'a str {
 }
 
 /// `Cookie` header for a session and the page's CSRF cookie, and the CSRF token.
-fn settings(d: &Daemon, session: &str) -> (HttpResponse, String, String) {
+pub(crate) fn settings(d: &Daemon, session: &str) -> (HttpResponse, String, String) {
     let page = d.req("GET", "/settings", &[HOST, ("Cookie", session)], "");
     assert_eq!(page.status, 200, "{}", page.body);
     let csrf = page.cookie("__Host-halos_csrf").unwrap();
@@ -90,7 +90,7 @@ fn settings(d: &Daemon, session: &str) -> (HttpResponse, String, String) {
     (page, format!("{session}; {csrf}"), token)
 }
 
-fn code_at(secret_b32: &str, t: u64) -> String {
+pub(crate) fn code_at(secret_b32: &str, t: u64) -> String {
     let secret = totp_rs::Secret::try_from_base32(secret_b32).unwrap();
     totp_rs::Builder::new()
         .with_secret(secret)
@@ -99,7 +99,7 @@ fn code_at(secret_b32: &str, t: u64) -> String {
         .to_string()
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -420,9 +420,9 @@ fn basic_auth_with_the_default_password_is_refused() {
     assert!(r.header("remote-user").is_none());
 }
 
-const CB: &str = "https://app.halos.local/cb";
+pub(crate) const CB: &str = "https://app.halos.local/cb";
 
-fn oidc_daemon() -> Daemon {
+pub(crate) fn oidc_daemon() -> Daemon {
     let extra = format!(
         "{SITE}identity_providers:\n  oidc:\n    issuer: https://halos.local/sso\n    clients:\n      - client_id: plain\n        client_secret: s3cret\n        redirect_uris: ['{CB}']\n      - client_id: strict\n        client_secret: s3cret\n        authorization_policy: two_factor\n        redirect_uris: ['{CB}']\n"
     );

@@ -1400,3 +1400,388 @@ fn sec_unix_socket_listener_serves_with_the_same_limits() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+// ---------------------------------------------------------------------------------
+// Second factors (issue 7): the TOTP step, its replay window and its regulation.
+
+mod totp {
+    use super::{enc, hostile_variants};
+    use crate::common::{Daemon, HttpResponse};
+    use crate::second_factor::{
+        CB, FORM, HOST, JSON, PW, SITE, between, code_at, daemon, fa, firstfactor, form, now,
+        oidc_daemon, settings, users_yaml,
+    };
+
+    /// Enrols a TOTP for the session's user from /settings; returns the secret.
+    fn enrol(d: &Daemon, session: &str) -> String {
+        let (_, cookies, token) = settings(d, session);
+        let r = d.req(
+            "POST",
+            "/settings/totp/start",
+            &[HOST, FORM, ("Cookie", &cookies)],
+            &form(&[("csrf", &token)]),
+        );
+        let secret = between(&r.body, "id=\"totp-secret\">", "<").to_string();
+        let r = d.req(
+            "POST",
+            "/settings/totp/confirm",
+            &[HOST, FORM, ("Cookie", &cookies)],
+            &form(&[("csrf", &token), ("code", &code_at(&secret, now()))]),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        secret
+    }
+
+    fn totp(d: &Daemon, cookie: &str, code: &str) -> HttpResponse {
+        d.req(
+            "POST",
+            "/api/secondfactor/totp",
+            &[HOST, JSON, ("Cookie", cookie)],
+            &serde_json::json!({"token": code, "targetURL": "https://secure.halos.local/"})
+                .to_string(),
+        )
+    }
+
+    /// A six-digit code valid at none of the steps the daemon could accept right now.
+    fn wrong_code(secret: &str, seed: u32) -> String {
+        let t = now();
+        let valid: Vec<String> = (0..5).map(|i| code_at(secret, t + i * 30 - 60)).collect();
+        (seed..)
+            .map(|n| format!("{:06}", (n * 7919 + 13) % 1_000_000))
+            .find(|c| !valid.contains(c))
+            .unwrap()
+    }
+
+    fn level(d: &Daemon, cookie: &str) -> String {
+        d.req("GET", "/api/state", &[HOST, ("Cookie", cookie)], "")
+            .body
+    }
+
+    #[test]
+    fn sec_r8_a5_s2_b_c1_c4_a6_the_totp_step_cannot_be_skipped_or_replayed() {
+        // Regulation off: this test sends more wrong codes than a ban allows.
+        let d = Daemon::start(
+            &users_yaml(),
+            &format!("{SITE}regulation: {{max_retries: 0}}\n"),
+        );
+        let s0 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        let secret = enrol(&d, &s0);
+
+        // R8: a hostile target with the right password: no redirect, no full session.
+        let r = firstfactor(&d, "ann", PW, "https://evil.example/");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(!r.body.contains("evil.example"), "{}", r.body);
+        let s1 = r.cookie("halos_session").unwrap();
+        assert_eq!(fa(&d, "secure.halos.local", &s1).status, 302);
+        assert!(level(&d, &s1).contains("\"authentication_level\":1"));
+
+        // A5: empty, blank, non-numeric and over-long codes never pass (JSON and form).
+        for bad in ["", "      ", "abcdef", "0000000", "1234567890"] {
+            assert_eq!(totp(&d, &s1, bad).status, 401, "{bad:?}");
+        }
+        let r = d.req(
+            "POST",
+            "/api/secondfactor/totp",
+            &[HOST, JSON, ("Cookie", &s1)],
+            r#"{"targetURL":"https://secure.halos.local/"}"#,
+        );
+        assert!(r.status >= 400, "{}", r.status);
+        assert_eq!(fa(&d, "secure.halos.local", &s1).status, 302);
+
+        // C1/C4 on the TOTP step: the page is not frameable; a POST without the CSRF
+        // token, or from another site, changes nothing.
+        let page = d.req(
+            "GET",
+            "/?rd=https%3A%2F%2Fsecure.halos.local%2F",
+            &[HOST, ("Cookie", &s1)],
+            "",
+        );
+        assert!(page.body.contains("id=\"verify\""), "{}", page.body);
+        for p in [&page, &settings(&d, &s1).0] {
+            assert!(
+                p.header("content-security-policy")
+                    .is_some_and(|c| c.contains("frame-ancestors 'none'")),
+                "{:?}",
+                p.headers
+            );
+            assert_eq!(p.header("x-frame-options"), Some("DENY"));
+        }
+        let (_, cookies, token) = settings(&d, &s1);
+        let good = code_at(&secret, now() + 30);
+        let step = |csrf: &str, origin: Option<&str>| {
+            let mut h = vec![HOST, FORM, ("Cookie", cookies.as_str())];
+            if let Some(o) = origin {
+                h.push(("Origin", o));
+            }
+            d.req(
+                "POST",
+                "/login/totp",
+                &h,
+                &form(&[
+                    ("csrf", csrf),
+                    ("code", &good),
+                    ("rd", "https://secure.halos.local/"),
+                ]),
+            )
+        };
+        assert_eq!(step("forged", None).status, 403);
+        assert_eq!(step(&token, Some("https://evil.example")).status, 403);
+        assert_eq!(fa(&d, "secure.halos.local", &s1).status, 302);
+        let r = d.req(
+            "POST",
+            "/api/secondfactor/totp",
+            &[
+                HOST,
+                JSON,
+                ("Cookie", &s1),
+                ("Origin", "https://evil.example"),
+            ],
+            &serde_json::json!({"token": good}).to_string(),
+        );
+        assert_eq!(r.status, 403, "cross-site JSON TOTP step");
+        // The passkey sign-in ceremony refuses cross-site callers too.
+        let assertion = r#"{"credential":{"id":"AA","rawId":"AA","type":"public-key","response":{"authenticatorData":"AA","clientDataJSON":"AA","signature":"AA","userHandle":"AA"},"extensions":{}}}"#;
+        for (path, body) in [
+            ("/api/webauthn/login/start", "{}"),
+            ("/api/webauthn/login/finish", assertion),
+        ] {
+            let r = d.req(
+                "POST",
+                path,
+                &[HOST, JSON, ("Origin", "https://evil.example")],
+                body,
+            );
+            assert_eq!(r.status, 403, "{path}");
+        }
+
+        // S2-b: the code gives a new session id; the password-only one is gone.
+        let r = totp(&d, &s1, &good);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let s2 = r.cookie("halos_session").unwrap();
+        assert_ne!(s1, s2);
+        assert_eq!(fa(&d, "secure.halos.local", &s2).status, 200);
+        assert_eq!(fa(&d, "app.halos.local", &s1).status, 302);
+
+        // A6: the used code again, and codes three steps away, are refused.
+        let s3 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        assert_eq!(totp(&d, &s3, &good).status, 401, "replay");
+        let far = [code_at(&secret, now() - 90), code_at(&secret, now() + 120)];
+        for c in far.iter().filter(|c| **c != good) {
+            assert_eq!(totp(&d, &s3, c).status, 401, "{c}");
+        }
+        assert_eq!(fa(&d, "secure.halos.local", &s3).status, 302);
+    }
+
+    #[test]
+    fn sec_a2_totp_guessing_is_regulated_and_the_password_does_not_reset_it() {
+        // Default regulation: 3 failures within 2 minutes ban for 5 minutes.
+        let d = daemon();
+        let s0 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        let secret = enrol(&d, &s0);
+        let s1 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        assert_eq!(totp(&d, &s1, &wrong_code(&secret, 1)).status, 401);
+        assert_eq!(totp(&d, &s1, &wrong_code(&secret, 2)).status, 401);
+        // The right password again must not forgive the two wrong codes …
+        let s2 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        assert_eq!(totp(&d, &s2, &wrong_code(&secret, 3)).status, 401);
+        // … so the third failure bans: even the right code is refused, like a wrong one,
+        // and so is the password.
+        let r = totp(&d, &s2, &code_at(&secret, now() + 30));
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert!(r.body.contains("Authentication failed"), "{}", r.body);
+        assert_eq!(fa(&d, "secure.halos.local", &s2).status, 302);
+        assert_eq!(firstfactor(&d, "ann", PW, "").status, 401);
+    }
+
+    /// A5 / O16 through OIDC: a password-only session of a TOTP user gets no code from a
+    /// two_factor client, `prompt=none` included.
+    #[test]
+    fn sec_a5_o16_password_only_session_gets_no_code_from_a_two_factor_client() {
+        let d = oidc_daemon();
+        let s0 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        enrol(&d, &s0);
+        let s1 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        let authorize = |prompt: &str| {
+            d.req(
+                "GET",
+                &format!(
+                    "/api/oidc/authorization?response_type=code&client_id=strict&redirect_uri={}&scope=openid&state=st1{prompt}",
+                    enc(CB)
+                ),
+                &[HOST, ("Cookie", &s1)],
+                "",
+            )
+        };
+        let r = authorize("");
+        let loc = r.header("location").unwrap_or_default().to_string();
+        assert_eq!(r.status, 302);
+        assert!(loc.starts_with("https://halos.local/sso/?rd="), "{loc}");
+        let r = authorize("&prompt=none");
+        let loc = r.header("location").unwrap_or_default().to_string();
+        assert!(loc.starts_with(&format!("{CB}?error=")), "{loc}");
+        assert!(
+            loc.contains("error=login_required") || loc.contains("error=interaction_required"),
+            "{loc}"
+        );
+        assert!(!loc.contains("code="), "{loc}");
+    }
+
+    /// R1/R6 on the new pages: the TOTP step and the forced password change never follow
+    /// a hostile target and reflect it only escaped.
+    #[test]
+    fn sec_r1_r6_totp_step_and_password_change_never_follow_hostile_targets() {
+        let d = Daemon::start(
+            &users_yaml(),
+            &format!("{SITE}regulation: {{max_retries: 0}}\n"),
+        );
+        let s0 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        let secret = enrol(&d, &s0);
+        let pending = firstfactor(&d, "admin", "halos", "")
+            .cookie("halos_session")
+            .unwrap();
+        for t in hostile_variants() {
+            for (path, cookie) in [("/", &s0), ("/password/change", &pending)] {
+                let page = d.req(
+                    "GET",
+                    &format!("{path}?rd={}", enc(&t)),
+                    &[HOST, ("Cookie", cookie)],
+                    "",
+                );
+                assert!(page.status == 200 || page.status == 414, "{path} {t:?}");
+                if t.contains(['<', '"', '\'']) {
+                    assert!(!page.body.contains(&t), "{path}: {t:?} reflected raw");
+                }
+                let lower = page.body.to_ascii_lowercase();
+                for attr in ["href=\"", "action=\"", "src=\""] {
+                    for scheme in ["javascript:", "data:", "vbscript:", "https://evil"] {
+                        assert!(!lower.contains(&format!("{attr}{scheme}")), "{path} {t:?}");
+                    }
+                }
+            }
+        }
+        // One real TOTP step and one real password change with a hostile target.
+        let (_, cookies, token) = settings(&d, &s0);
+        let r = d.req(
+            "POST",
+            "/login/totp",
+            &[HOST, FORM, ("Cookie", &cookies)],
+            &form(&[
+                ("csrf", &token),
+                ("code", &code_at(&secret, now() + 30)),
+                ("rd", "https://evil.example/"),
+            ]),
+        );
+        assert_eq!(r.status, 303, "{}", r.body);
+        assert_eq!(r.header("location"), Some("https://halos.local/sso/"));
+        let page = d.req("GET", "/password/change", &[HOST, ("Cookie", &pending)], "");
+        let csrf = page.cookie("__Host-halos_csrf").unwrap();
+        let token = csrf.trim_start_matches("__Host-halos_csrf=").to_string();
+        let pw = "plum tractor sextant 4711 harbour";
+        let r = d.req(
+            "POST",
+            "/password/change",
+            &[HOST, FORM, ("Cookie", &format!("{pending}; {csrf}"))],
+            &form(&[
+                ("csrf", &token),
+                ("new_password", pw),
+                ("confirm_password", pw),
+                ("rd", "//evil.example/"),
+            ]),
+        );
+        assert_eq!(r.status, 303, "{}", r.body);
+        assert_eq!(r.header("location"), Some("https://halos.local/sso/"));
+    }
+
+    /// T3 for the new secrets: TOTP secrets and codes, login codes and API tokens never
+    /// reach the log, even at debug level (successes and failures).
+    #[test]
+    fn sec_t3_no_totp_codes_login_codes_or_api_tokens_in_logs() {
+        use crate::api_tokens::{ctl, stdout};
+        let d = Daemon::start(&users_yaml(), &format!("{SITE}log: {{level: debug}}\n"));
+        let s0 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        let secret = enrol(&d, &s0);
+        let s1 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        let good = code_at(&secret, now() + 30);
+        assert_eq!(totp(&d, &s1, &good).status, 200);
+        let s2 = firstfactor(&d, "ann", PW, "")
+            .cookie("halos_session")
+            .unwrap();
+        assert_eq!(totp(&d, &s2, &good).status, 401, "replay");
+
+        let token = stdout(&ctl(&d, &["token", "create", "--user", "ann"]))
+            .trim()
+            .to_string();
+        let forged = format!("{}x", &token[..token.len() - 1]);
+        for t in [&token, &forged] {
+            let _ = d.req(
+                "GET",
+                "/api/authz/forward-auth",
+                &[
+                    ("X-Forwarded-Method", "GET"),
+                    ("X-Forwarded-Proto", "https"),
+                    ("X-Forwarded-Host", "app.halos.local"),
+                    ("X-Forwarded-Uri", "/"),
+                    ("Authorization", &format!("Bearer {t}")),
+                ],
+                "",
+            );
+        }
+        let code = stdout(&ctl(&d, &["user", "login-code", "ann"]))
+            .trim()
+            .to_string();
+        let wrong_code = "ABCDE-FGHJK-MNPQR";
+        for c in [code.as_str(), wrong_code, code.as_str()] {
+            let r = d.req(
+                "POST",
+                "/api/logincode",
+                &[HOST, JSON],
+                &serde_json::json!({ "code": c }).to_string(),
+            );
+            assert!(r.status == 200 || r.status == 401, "{}", r.status);
+        }
+        // The last redemption's audit line is the last thing logged: wait for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while d.log_text().matches("factor=\"code\"").count() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no login-code lines: {}",
+                d.log_text()
+            );
+            std::thread::yield_now();
+        }
+        let log = d.log_text();
+        let canonical = code.replace('-', "");
+        let secret_part = token.rsplit('_').next().unwrap().to_string();
+        for s in [
+            secret.as_str(),
+            good.as_str(),
+            secret_part.as_str(),
+            forged.as_str(),
+            code.as_str(),
+            canonical.as_str(),
+            wrong_code,
+        ] {
+            assert!(!log.contains(s), "{s} in the log");
+        }
+    }
+}
