@@ -79,7 +79,9 @@ for arch in amd64 arm64; do
   else bad "$arch: halos-authd is $size bytes (> 15 MiB)"; fi
   for f in lib/systemd/system/halos-authd.service lib/systemd/system/halos-authd-provision.service \
            etc/halos/authd.yml usr/share/man/man8/halos-authd.8.gz usr/share/man/man1/halos-authctl.1.gz \
-           usr/share/doc/halos-authd/examples/traefik-halos-authd.yml; do
+           usr/share/doc/halos-authd/examples/traefik-halos-authd.yml \
+           usr/share/dbus-1/system.d/org.halos.Auth1.conf usr/share/polkit-1/actions/org.halos.auth1.policy \
+           usr/share/dbus-1/interfaces/org.halos.Auth1.xml; do
     if [ -e "$X/$arch/$f" ]; then ok "$arch: ships /$f"; else bad "$arch: /$f missing"; fi
   done
   if [ -d "$X/$arch/etc/halos/oidc-clients.d" ]; then ok "$arch: ships /etc/halos/oidc-clients.d/"

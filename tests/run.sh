@@ -8,7 +8,7 @@ say() { printf '\n==> %s\n' "$*"; }
 
 # --- system packages (only installed when missing) -------------------------------
 # caddy, nginx and chromium are the real proxies and browser of the end-to-end tests.
-APT_PACKAGES=(python3-venv python3-pip curl openssl caddy nginx chromium redis-server)
+APT_PACKAGES=(python3-venv python3-pip curl openssl caddy nginx chromium redis-server dbus-daemon libglib2.0-bin)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -270,8 +270,12 @@ pub struct ConfigSource {
     pub optional: bool,
 }
 
-/// Runs the daemon until SIGTERM/SIGINT.
-pub async fn run(config: Config, source: Option<ConfigSource>) -> anyhow::Result<()> {
+/// Runs the daemon until SIGTERM/SIGINT, offering the D-Bus API on `bus`.
+pub async fn run(
+    config: Config,
+    source: Option<ConfigSource>,
+    bus: crate::dbus::BusKind,
+) -> anyhow::Result<()> {
     let state = build_state(config, Arc::new(SystemClock))?;
     let secret_dirs = crate::reload::reload_clients(&state);
     let _clients_watch = match crate::reload::watch_clients(&state, &secret_dirs) {
@@ -321,6 +325,8 @@ pub async fn run(config: Config, source: Option<ConfigSource>) -> anyhow::Result
     }
     let prefix = state.config().path_prefix().to_string();
     let app = router(state.clone());
+    // Before the ready line, so whoever waits for it can use the bus API too.
+    let _dbus = crate::dbus::serve(&state, bus).await;
 
     let mut hup = signal(SignalKind::hangup())?;
     let st = state.clone();

@@ -9,6 +9,7 @@ pub mod authz;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod dbus;
 pub mod demo;
 pub mod duration;
 pub mod hostnames;

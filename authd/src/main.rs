@@ -23,6 +23,11 @@ struct Args {
     /// State directory for --demo (default: a new temporary directory).
     #[arg(long, requires = "demo", value_name = "DIR")]
     demo_dir: Option<PathBuf>,
+    /// Offer the user-management API (org.halos.Auth1) on this bus. The systemd unit
+    /// passes `system`; `session` is for tests. Without a reachable bus the daemon logs
+    /// an error and serves HTTP anyway.
+    #[arg(long, value_enum, default_value_t = authd::dbus::BusKind::None, value_name = "BUS")]
+    dbus: authd::dbus::BusKind,
 }
 
 fn init_logging(cfg: &Config) {
@@ -95,7 +100,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(authd::daemon::run(config, source)) {
+    match rt.block_on(authd::daemon::run(config, source, args.dbus)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("halos-authd: {e:#}");

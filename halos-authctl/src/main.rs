@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use zeroize::Zeroizing;
 
+mod bridge;
 mod provision;
 
 #[derive(Parser, Debug)]
@@ -72,6 +73,11 @@ enum Command {
     /// Import an Authelia users file (HaLOS's by default), keeping every password hash,
     /// comment and unknown key. Refuses to replace a users file that has users, unless --force.
     MigrateFromAuthelia(MigrateArgs),
+    /// The JSON protocol of HaLOS's cockpit-authelia-users-bridge, for the Cockpit users
+    /// panel: JSON on stdout (exit 0), or {"code", "message", "details"} on stderr (exit 1).
+    /// Also reached by running halos-authctl under the name cockpit-authelia-users-bridge.
+    #[command(subcommand)]
+    Bridge(bridge::BridgeCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -231,7 +237,14 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 }
 
 fn main() -> ExitCode {
+    if bridge::invoked_as_bridge() {
+        let b = <bridge::BridgeCli as Parser>::parse();
+        return bridge::run(load_config_at(None, None), &b.command);
+    }
     let cli = Cli::parse();
+    if let Command::Bridge(cmd) = &cli.command {
+        return bridge::run(load_config(&cli), cmd);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(e)) => {
@@ -242,15 +255,25 @@ fn main() -> ExitCode {
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let (path, optional) = match &cli.config {
-        Some(p) => (p.clone(), false),
+    load_config_at(cli.config.as_deref(), cli.users_file.as_deref())
+}
+
+/// The configuration at `config` (or the default path, optional there; `AUTHD_CONFIG`
+/// when set), with the users file replaced by `users_file`.
+fn load_config_at(
+    config: Option<&std::path::Path>,
+    users_file: Option<&std::path::Path>,
+) -> anyhow::Result<Config> {
+    let env_config = std::env::var_os("AUTHD_CONFIG").map(PathBuf::from);
+    let (path, optional) = match config.map(PathBuf::from).or(env_config) {
+        Some(p) => (p, false),
         None => (PathBuf::from(DEFAULT_CONFIG_PATH), true),
     };
     let env: Vec<(String, String)> = std::env::vars().collect();
     let mut config = Config::load(&path, optional, &env)
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
-    if let Some(u) = &cli.users_file {
-        config.authentication_backend.file.path = u.clone();
+    if let Some(u) = users_file {
+        config.authentication_backend.file.path = u.to_path_buf();
     }
     Ok(config)
 }
@@ -625,6 +648,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 println!("provision: {line}");
             }
         }
+        Command::Bridge(_) => unreachable!("handled in main"),
         Command::MigrateFromAuthelia(args) => {
             let n = provision::migrate(&config, &args.from, args.force)?;
             println!(

@@ -1,4 +1,5 @@
-//! Password verification off the async runtime, with bounded memory.
+//! Password verification (and hashing of new passwords) off the async runtime, with
+//! bounded memory.
 //!
 //! A fixed number of worker threads ("slots") verify digests; each keeps one argon2
 //! scratch buffer that it reuses between jobs and frees after a quiet spell. Jobs wait in
@@ -17,7 +18,7 @@ use argon2::Block;
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
-use super::hash::{PasswordDigest, hash_password, random_bytes};
+use super::hash::{DigestError, PasswordDigest, hash_password, random_bytes};
 use crate::config::Argon2Config;
 
 /// Free a worker's scratch memory after this long without work.
@@ -31,10 +32,26 @@ pub enum VerifyError {
     Stopped,
 }
 
-struct Job {
-    password: Zeroizing<Vec<u8>>,
-    digest: Arc<PasswordDigest>,
-    reply: oneshot::Sender<bool>,
+/// Why a new password could not be hashed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashError {
+    #[error("{0}")]
+    Pool(#[from] VerifyError),
+    #[error("{0}")]
+    Digest(#[from] DigestError),
+}
+
+enum Job {
+    Verify {
+        password: Zeroizing<Vec<u8>>,
+        digest: Arc<PasswordDigest>,
+        reply: oneshot::Sender<bool>,
+    },
+    Hash {
+        password: Zeroizing<Vec<u8>>,
+        params: Argon2Config,
+        reply: oneshot::Sender<Result<String, DigestError>>,
+    },
 }
 
 /// Cloneable handle to the verification pool.
@@ -90,18 +107,33 @@ impl PasswordVerifier {
         let real = digest.is_some();
         let digest = digest.unwrap_or_else(|| Arc::clone(&self.dummy));
         let (reply, rx) = oneshot::channel();
-        let job = Job {
+        self.submit(Job::Verify {
             password: Zeroizing::new(password.as_bytes().to_vec()),
             digest,
             reply,
-        };
-        match self.tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(VerifyError::Busy),
-            Err(TrySendError::Disconnected(_)) => return Err(VerifyError::Stopped),
-        }
+        })?;
         let ok = rx.await.map_err(|_| VerifyError::Stopped)?;
         Ok(ok && real)
+    }
+
+    /// Hashes a new password with `params` on the pool (admin tools: D-Bus), so hashing
+    /// shares the same memory bound as logins.
+    pub async fn hash(&self, password: &str, params: &Argon2Config) -> Result<String, HashError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Hash {
+            password: Zeroizing::new(password.as_bytes().to_vec()),
+            params: params.clone(),
+            reply,
+        })?;
+        Ok(rx.await.map_err(|_| VerifyError::Stopped)??)
+    }
+
+    fn submit(&self, job: Job) -> Result<(), VerifyError> {
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(VerifyError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(VerifyError::Stopped),
+        }
     }
 }
 
@@ -117,10 +149,20 @@ fn worker(rx: &Mutex<std::sync::mpsc::Receiver<Job>>) {
             }
         };
         match next {
-            Ok(job) => {
-                let ok = job.digest.verify(&job.password, &mut blocks);
-                // Keep the buffer only while it is a sane size for the next job.
-                let _ = job.reply.send(ok);
+            Ok(Job::Verify {
+                password,
+                digest,
+                reply,
+            }) => {
+                let ok = digest.verify(&password, &mut blocks);
+                let _ = reply.send(ok);
+            }
+            Ok(Job::Hash {
+                password,
+                params,
+                reply,
+            }) => {
+                let _ = reply.send(hash_password(&password, &params));
             }
             Err(RecvTimeoutError::Timeout) => {
                 // Quiet: give the memory back. 64 MiB buffers are mmapped by glibc, so
@@ -152,6 +194,15 @@ mod tests {
         assert_eq!(v.verify("pw", Some(d.clone())).await, Ok(true));
         assert_eq!(v.verify("nope", Some(d)).await, Ok(false));
         assert_eq!(v.verify("pw", None).await, Ok(false));
+    }
+
+    #[tokio::test]
+    async fn hashes_on_the_pool() {
+        let v = PasswordVerifier::start(1, 4, &cheap());
+        let h = v.hash("new pw", &cheap()).await.unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{h}");
+        let d = Arc::new(PasswordDigest::parse(&h).unwrap());
+        assert_eq!(v.verify("new pw", Some(d)).await, Ok(true));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

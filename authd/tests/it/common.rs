@@ -59,6 +59,16 @@ impl Daemon {
 
     /// As [`Daemon::start`], with `server_yaml` lines added to the `server:` section.
     pub fn start_with_server(users_yaml: &str, extra_yaml: &str, server_yaml: &str) -> Daemon {
+        Self::start_customized(users_yaml, extra_yaml, server_yaml, |_| {})
+    }
+
+    /// As [`Daemon::start_with_server`]; `customize` adds arguments or environment.
+    pub fn start_customized(
+        users_yaml: &str,
+        extra_yaml: &str,
+        server_yaml: &str,
+        customize: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let users = dir.path().join("users_database.yml");
         std::fs::write(&users, users_yaml).unwrap();
@@ -91,13 +101,10 @@ impl Daemon {
             ),
         )
         .unwrap();
-        Self::spawn(
-            Command::new(DAEMON)
-                .arg("--config")
-                .arg(&cfg)
-                .stdout(Stdio::null()),
-            dir,
-        )
+        let mut cmd = Command::new(DAEMON);
+        cmd.arg("--config").arg(&cfg).stdout(Stdio::null());
+        customize(&mut cmd);
+        Self::spawn(&mut cmd, dir)
     }
 
     /// Stops the daemon and starts it again on the same configuration and state.

@@ -3,9 +3,11 @@
 //! They run the real `halos-authd` / `halos-authctl` binaries on port 0 with temp dirs.
 
 mod api_tokens;
+mod bridge;
 mod common;
 mod config_cli;
 mod daemon;
+mod dbus;
 mod forward_auth;
 mod hashes;
 mod login_codes;
