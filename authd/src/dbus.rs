@@ -380,6 +380,7 @@ impl Users {
             .await
             .map_err(|e| match e {
                 LoginCodeError::NoSuchUser(_) => ApiError::NotFound(e.to_string()),
+                LoginCodeError::Disabled(_) => ApiError::Invalid(e.to_string()),
                 other => ApiError::failed(other.to_string()),
             })?;
         tracing::info!(target: "audit", event = "dbus_login_code", user = %name, uid, expires = issued.expires, "login code issued over D-Bus");

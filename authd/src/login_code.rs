@@ -29,8 +29,10 @@ pub const MAX_TTL: i64 = 7 * 24 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginCodeError {
-    #[error("no enabled user named {0:?}")]
+    #[error("no user named {0:?}")]
     NoSuchUser(String),
+    #[error("user {0:?} is disabled (enable it first: halos-authctl user update {0} --enable)")]
+    Disabled(String),
     #[error("the lifetime must be between 1 second and 7 days")]
     BadLifetime,
     /// Unknown, used, expired, for a disabled user, or throttled: one answer for all.
@@ -99,8 +101,11 @@ pub async fn issue<S: Store>(
     if !(1..=MAX_TTL).contains(&ttl) {
         return Err(LoginCodeError::BadLifetime);
     }
-    if users.active(username).is_none() {
-        return Err(LoginCodeError::NoSuchUser(username.to_string()));
+    // Only administrators issue codes: telling unknown from disabled users leaks nothing.
+    match users.get(username) {
+        None => return Err(LoginCodeError::NoSuchUser(username.to_string())),
+        Some(u) if u.disabled => return Err(LoginCodeError::Disabled(username.to_string())),
+        Some(_) => {}
     }
     let canonical = generate();
     let expires = now + ttl;
@@ -216,6 +221,10 @@ mod tests {
         let ip: IpAddr = "10.1.2.3".parse().unwrap();
         assert!(matches!(
             issue(&s, &users, "bob", 0, 60).await,
+            Err(LoginCodeError::Disabled(_))
+        ));
+        assert!(matches!(
+            issue(&s, &users, "nobody", 0, 60).await,
             Err(LoginCodeError::NoSuchUser(_))
         ));
         assert!(matches!(

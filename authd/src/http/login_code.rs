@@ -1,7 +1,8 @@
 //! Redeeming one-time login codes (DESIGN §11): `GET|POST /login-code` (the form) and
 //! `POST /api/logincode` (JSON). A valid code starts a one-factor session (`amr`
 //! `["code"]`, always a new session id) and leads to `/settings`, where the user enrols
-//! a passkey or TOTP.
+//! a passkey or TOTP. A user whose password is still the documented default must change
+//! it first, as after a password sign-in: the code is no way around that.
 
 use std::net::SocketAddr;
 
@@ -17,13 +18,16 @@ use url::Url;
 use super::AppState;
 use super::error::WebError;
 use super::portal::{
-    cookie_domain, csrf_cookie, csrf_token, render, same_site_request, see_other, unknown_host,
+    cookie_domain, csrf_cookie, csrf_token, portal_step, render, same_site_request, see_other,
+    unknown_host,
 };
 use super::request::client_ip;
-use super::session::{NewSession, current_session, start_session};
+use super::session::{NewSession, pending_session, start_session};
 use crate::login_code::{LoginCodeError, redeem};
+use crate::second_factor::DEFAULT_PASSWORD;
 use crate::site::CookieDomain;
 use crate::store::AuthLevel;
+use crate::users::User;
 
 const INVALID: &str = "This code is invalid, used or expired.";
 
@@ -72,6 +76,16 @@ pub async fn form_page(
     page(&st, &headers, cd.secure, StatusCode::OK, None)
 }
 
+/// Whether `user`'s password is still the documented default. One hash, only on a
+/// successful redemption; when the verifier cannot tell (busy), the answer is yes: the
+/// change page is harmless, a default password left in place is not.
+async fn has_default_password(st: &AppState, user: &User) -> bool {
+    st.verifier
+        .verify(DEFAULT_PASSWORD, Some(user.digest.clone()))
+        .await
+        .unwrap_or(true)
+}
+
 /// Redeems the code and starts the session; returns where to go and the cookie.
 async fn sign_in(
     st: &AppState,
@@ -79,7 +93,7 @@ async fn sign_in(
     headers: &HeaderMap,
     cd: &CookieDomain,
     code: &str,
-) -> Result<(Url, axum::http::HeaderValue), LoginCodeError> {
+) -> Result<(String, axum::http::HeaderValue), LoginCodeError> {
     if code.len() > 64 {
         return Err(LoginCodeError::Invalid);
     }
@@ -89,15 +103,25 @@ async fn sign_in(
     let user = redeem(&st.store, &users, &regulation, ip, code, st.clock.now()).await;
     st.metrics.login(user.is_ok());
     let user = user?;
-    let previous = current_session(st, headers, cd).await.map(|s| s.session);
+    let must_change = has_default_password(st, &user).await;
+    if must_change {
+        tracing::info!(target: "audit", event = "default_password", user = %user.name, "login code for a user with the default password: change required");
+    }
+    // The session being replaced, even one waiting for a password change.
+    let previous = pending_session(st, headers, cd).await.map(|s| s.session);
     let login = NewSession {
         level: AuthLevel::OneFactor,
         remember_me: false,
         amr: vec!["code".into()],
-        must_change_password: false,
+        must_change_password: must_change,
     };
     let cookie = start_session(st, cd, &user, login, previous.as_deref()).await?;
-    Ok((settings_url(cd), cookie))
+    let next = if must_change {
+        portal_step(cd, "password/change", settings_url(cd).as_str())
+    } else {
+        settings_url(cd).to_string()
+    };
+    Ok((next, cookie))
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,7 +155,7 @@ pub async fn form_submit(
     }
     match sign_in(&st, &peer, &headers, &cd, &f.code).await {
         Ok((next, cookie)) => {
-            let mut r = see_other(next.as_str(), StatusCode::SEE_OTHER);
+            let mut r = see_other(&next, StatusCode::SEE_OTHER);
             r.headers_mut().append(header::SET_COOKIE, cookie);
             r
         }
@@ -166,8 +190,7 @@ pub async fn api(
     }
     match sign_in(&st, &peer, &headers, &cd, &b.code).await {
         Ok((next, cookie)) => {
-            let mut r =
-                Json(json!({"status": "OK", "data": {"redirect": next.as_str()}})).into_response();
+            let mut r = Json(json!({"status": "OK", "data": {"redirect": next}})).into_response();
             r.headers_mut().append(header::SET_COOKIE, cookie);
             r.headers_mut().insert(
                 header::CACHE_CONTROL,

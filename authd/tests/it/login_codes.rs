@@ -94,10 +94,15 @@ fn api_single_use_expiry_and_unknown_users() {
     assert_eq!((expired.status, &expired.body), (401, &used.body));
     assert_eq!((unknown.status, &unknown.body), (401, &used.body));
 
-    for user in ["nobody", "dis"] {
+    for (user, says) in [
+        ("nobody", "no user named \"nobody\""),
+        ("dis", "user \"dis\" is disabled"),
+    ] {
         let o = ctl(&d, &["user", "login-code", user]);
         assert_eq!(o.status.code(), Some(1), "{user}");
         assert!(o.stdout.is_empty());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says), "{user}: {err}");
     }
     assert_eq!(
         ctl(&d, &["user", "login-code", "ann", "--expires", "30d"])

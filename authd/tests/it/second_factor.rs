@@ -579,3 +579,67 @@ fn settings_and_passkey_endpoints_guard_their_doors() {
     assert_eq!(v["publicKey"]["userVerification"], "required");
     assert!(v.get("mediation").is_none());
 }
+
+#[test]
+fn a_login_code_does_not_skip_the_default_password_change() {
+    let d = daemon();
+    let code = crate::api_tokens::stdout(&crate::api_tokens::ctl(
+        &d,
+        &["user", "login-code", "admin"],
+    ));
+    let r = d.req(
+        "POST",
+        "/api/logincode",
+        &[JSON, HOST, ("X-Forwarded-Proto", "https")],
+        &serde_json::json!({ "code": code.trim() }).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let settings = "https://halos.local/sso/settings";
+    let change_url = format!(
+        "https://halos.local/sso/password/change?{}",
+        form(&[("rd", settings)])
+    );
+    assert_eq!(v["data"]["redirect"], change_url.as_str());
+    let s = r.cookie("halos_session").unwrap();
+    // Neither the apps nor the settings take the session before the change.
+    assert_eq!(fa(&d, "app.halos.local", &s).status, 302);
+    let page = d.req("GET", "/settings", &[HOST, ("Cookie", &s)], "");
+    assert_ne!(page.status, 200, "{}", page.body);
+
+    let page = d.req(
+        "GET",
+        &change_url["https://halos.local/sso".len()..],
+        &[HOST, ("Cookie", &s)],
+        "",
+    );
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("id=\"must-change\""), "{}", page.body);
+    let csrf = page.cookie("__Host-halos_csrf").unwrap();
+    let token = csrf.trim_start_matches("__Host-halos_csrf=").to_string();
+    let new = "gunwale thwart 3141 oarlock";
+    let r = d.req(
+        "POST",
+        "/password/change",
+        &[HOST, FORM, ("Cookie", &format!("{s}; {csrf}"))],
+        &form(&[
+            ("csrf", &token),
+            ("new_password", new),
+            ("confirm_password", new),
+            ("rd", settings),
+        ]),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), Some(settings));
+    // Then straight on to enrolment: the code still counts as a fresh sign-in.
+    let s2 = r.cookie("halos_session").unwrap();
+    let page = d.req("GET", "/settings", &[HOST, ("Cookie", &s2)], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("id=\"passkey-register\""),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("id=\"reauth-form\""), "{}", page.body);
+    assert_eq!(firstfactor(&d, "admin", "halos", "").status, 401);
+}
