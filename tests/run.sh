@@ -78,7 +78,7 @@ command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 # New inputs go to a scratch directory: the committed corpus stays as it is.
 for target in redirect users_file snippet forward_headers cookie; do
   scratch=$(mktemp -d)
-  (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$fuzz_target_dir" cargo fuzz run --sanitizer none -O "$target" \
+  (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$fuzz_target_dir" cargo fuzz run --sanitizer none --dev "$target" \
     "$scratch" "$PWD/corpus/$target" -- -max_total_time=5 -artifact_prefix="$scratch/")
   rm -rf "$scratch"
 done

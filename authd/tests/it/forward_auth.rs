@@ -811,7 +811,7 @@ fn login_flood_is_bounded_with_503_and_retry_after() {
     // Real (expensive) digest for this user so the queue fills.
     let heavy = authd::config::Argon2Config {
         memory: 32 * 1024,
-        iterations: 6,
+        iterations: 12,
         parallelism: 1,
         ..Default::default()
     };
@@ -821,10 +821,15 @@ fn login_flood_is_bounded_with_503_and_retry_after() {
     let d = Daemon::start(&users, &extra);
     let addr = d.addr;
     let prefix = d.prefix.clone();
+    // All 40 are released at once: on a loaded machine, staggered thread start-up could
+    // otherwise let the verifier keep pace and no login would need turning away.
+    let start = std::sync::Arc::new(std::sync::Barrier::new(40));
     let threads: Vec<_> = (0..40)
         .map(|_| {
             let prefix = prefix.clone();
+            let start = start.clone();
             std::thread::spawn(move || {
+                start.wait();
                 crate::common::http(
                     addr,
                     "POST",
