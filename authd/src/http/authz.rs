@@ -555,6 +555,16 @@ macro_rules! authz_handler {
             request: Request,
         ) -> Response {
             let (parts, _body) = request.into_parts();
+            // The body is never read here (these routes sit outside the body-limit layer,
+            // to keep the hot path lean), but an oversized one is still refused as elsewhere.
+            if parts
+                .headers
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .is_some_and(|n| n > st.config().server.max_body_bytes as u64)
+            {
+                return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+            }
             let q = match parts.uri.query() {
                 None => AuthzQuery::default(),
                 Some(_) => match Query::<AuthzQuery>::try_from_uri(&parts.uri) {

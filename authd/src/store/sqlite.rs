@@ -201,7 +201,8 @@ impl Db {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
         }
-        if !path.exists() {
+        // `:memory:` is SQLite's in-memory database, not a file to create.
+        if path != Path::new(":memory:") && !path.exists() {
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::OpenOptions::new()
                 .create(true)

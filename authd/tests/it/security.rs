@@ -1771,7 +1771,8 @@ mod totp {
         }
         let log = d.log_text();
         let canonical = code.replace('-', "");
-        let secret_part = token.rsplit('_').next().unwrap().to_string();
+        // `halos_<hex key id>_<secret>`; the base64url secret may itself contain `_`.
+        let secret_part = token.splitn(3, '_').nth(2).unwrap().to_string();
         for s in [
             secret.as_str(),
             good.as_str(),
