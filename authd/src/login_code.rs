@@ -2,7 +2,7 @@
 //! (`halos-authctl user login-code NAME`, D-Bus `IssueLoginCode`) so a user can sign in
 //! once, e.g. to enrol a first passkey, without a mail server.
 //!
-//! Codes are 15 characters of Crockford's base32 (75 bits), shown as `XXXXX-XXXXX-XXXXX`;
+//! Codes are 15 characters of Crockford's base32 (75 bits), shown in three dash-separated groups of five (e.g. `7K3QD-M9XRT-2WBHP`);
 //! typing is forgiving (case, spaces, dashes, `O`→`0`, `I`/`L`→`1`). Only their SHA-256
 //! is stored; redeeming removes the code atomically, and failures are regulated per
 //! client address.
@@ -81,7 +81,7 @@ fn generate() -> Zeroizing<String> {
         .into()
 }
 
-/// `XXXXX-XXXXX-XXXXX`.
+/// three dash-separated groups of five (e.g. `7K3QD-M9XRT-2WBHP`).
 fn display(canonical: &str) -> Zeroizing<String> {
     let groups: Vec<&str> = (0..canonical.len())
         .step_by(GROUP)

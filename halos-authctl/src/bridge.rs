@@ -3,7 +3,7 @@
 //!
 //! Protocol: JSON on stdout and exit 0; on failure `{"code", "message", "details"?}` on
 //! stderr and exit 1 (usage errors exit 2). JSON is written exactly as Python's
-//! `json.dumps` writes it (`", "` and `": "` separators, non-ASCII as `\uXXXX`), field
+//! `json.dumps` writes it (`", "` and `": "` separators, non-ASCII as `\u` and four hex digits), field
 //! order included, because the panel and scripts compare its output. Validation rules and
 //! messages are the bridge's; ours are stricter in a few places (control characters,
 //! empty passwords, 64-character group names) and never looser. Writes go through the
