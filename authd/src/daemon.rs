@@ -110,6 +110,7 @@ pub fn build_state(config: Config, clock: SharedClock) -> anyhow::Result<AppStat
         oidc: Arc::new(oidc),
         clients_status: Arc::default(),
         metrics: Arc::default(),
+        session_keys: Arc::default(),
     })
 }
 
@@ -318,13 +319,16 @@ pub async fn run(
         tokio::spawn(async move {
             let forever = std::future::pending::<()>();
             match l {
-                Bound::Tcp(l) => serve(l, app, head_timeout, serve::tcp_peer, forever).await,
-                Bound::Unix(l) => serve(l, app, head_timeout, serve::unix_peer, forever).await,
+                Bound::Tcp(l) => serve(l, app, None, head_timeout, serve::tcp_peer, forever).await,
+                Bound::Unix(l) => {
+                    serve(l, app, None, head_timeout, serve::unix_peer, forever).await
+                }
             }
         });
     }
     let prefix = state.config().path_prefix().to_string();
     let app = router(state.clone());
+    let hot = serve::HotPath::new(state.clone());
     // Before the ready line, so whoever waits for it can use the bus API too.
     let _dbus = crate::dbus::serve(&state, bus).await;
 
@@ -376,8 +380,8 @@ pub async fn run(
         tracing::info!("shutting down");
     };
     match listener {
-        Bound::Tcp(l) => serve(l, app, head_timeout, serve::tcp_peer, shutdown).await,
-        Bound::Unix(l) => serve(l, app, head_timeout, serve::unix_peer, shutdown).await,
+        Bound::Tcp(l) => serve(l, app, Some(hot), head_timeout, serve::tcp_peer, shutdown).await,
+        Bound::Unix(l) => serve(l, app, Some(hot), head_timeout, serve::unix_peer, shutdown).await,
     }
     Ok(())
 }

@@ -1,11 +1,12 @@
 //! The site as the daemon serves it: cookie domains, portal URLs, redirect and access
 //! rules — derived once from the configuration and hostnames.conf, swapped on reload.
 
+use axum::http::HeaderName;
 use url::Url;
 
 use crate::authz::access::AccessControl;
 use crate::authz::redirect::{RedirectDomain, SafeRedirect};
-use crate::config::Config;
+use crate::config::{Config, IdentityHeaders};
 use crate::hostnames::Hostnames;
 
 /// One cookie domain: sessions issued for it work on it and every subdomain.
@@ -25,6 +26,34 @@ pub struct Site {
     pub cookie_domains: Vec<CookieDomain>,
     pub redirects: SafeRedirect,
     pub access: AccessControl,
+    /// `access_control.identity_headers`, parsed once (forward auth sends them per request).
+    identity_headers: IdentityHeaderNames,
+    /// Each rule's own `identity_headers`, by rule index.
+    rule_identity_headers: Vec<Option<IdentityHeaderNames>>,
+}
+
+/// The names of the four identity headers, ready to insert into a response.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaderNames {
+    pub user: HeaderName,
+    pub groups: HeaderName,
+    pub name: HeaderName,
+    pub email: HeaderName,
+}
+
+impl IdentityHeaderNames {
+    fn parse(h: &IdentityHeaders) -> Result<IdentityHeaderNames, String> {
+        let name = |n: &str| {
+            HeaderName::from_bytes(n.as_bytes())
+                .map_err(|_| format!("{n:?} is not a valid HTTP header name"))
+        };
+        Ok(IdentityHeaderNames {
+            user: name(&h.user)?,
+            groups: name(&h.groups)?,
+            name: name(&h.name)?,
+            email: name(&h.email)?,
+        })
+    }
 }
 
 fn with_slash(mut u: Url) -> Url {
@@ -76,17 +105,43 @@ impl Site {
                 .collect(),
         );
         let access = AccessControl::compile(&config.access_control, &config.definitions)?;
+        let identity_headers = IdentityHeaderNames::parse(&config.access_control.identity_headers)?;
+        let rule_identity_headers = config
+            .access_control
+            .rules
+            .iter()
+            .map(|r| {
+                r.identity_headers
+                    .as_ref()
+                    .map(IdentityHeaderNames::parse)
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Site {
             cookie_domains,
             redirects,
             access,
+            identity_headers,
+            rule_identity_headers,
         })
+    }
+
+    /// The cookie domain at `index` (the positions [`SafeRedirect`] reports).
+    pub fn cookie_domain_at(&self, index: usize) -> Option<&CookieDomain> {
+        self.cookie_domains.get(index)
+    }
+
+    /// The identity header names for a decision of rule `rule` (`None`: the default policy).
+    pub fn identity_headers(&self, rule: Option<usize>) -> &IdentityHeaderNames {
+        rule.and_then(|i| self.rule_identity_headers.get(i)?.as_ref())
+            .unwrap_or(&self.identity_headers)
     }
 
     /// The first configured cookie domain that `host` is equal to or under.
     pub fn cookie_domain_for(&self, host: &str) -> Option<&CookieDomain> {
-        let d = self.redirects.cookie_domain_for(host)?;
-        self.cookie_domains.iter().find(|c| c.domain == d.domain)
+        // `redirects` holds the cookie domains, normalised, in the same order.
+        self.cookie_domains
+            .get(self.redirects.domain_index_for(host)?)
     }
 }
 

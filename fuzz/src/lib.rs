@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use authd::authz::redirect::{RedirectDomain, SafeRedirect};
-use authd::http::authz::{Flavor, parse_target};
+use authd::http::authz::{Flavor, ForwardHeaders, parse_target, resolve_target};
 use authd::http::request::{cookies, session_key};
 use http::{HeaderMap, HeaderValue, Method};
 
@@ -110,6 +110,7 @@ pub fn forward_headers(data: &[u8]) {
         }
     }
     for flavor in [Flavor::ForwardAuth, Flavor::AuthRequest, Flavor::Legacy] {
+        plain_reading_agrees(flavor, &headers);
         let Ok(t) = parse_target(flavor, &headers, &Method::GET) else {
             continue;
         };
@@ -122,6 +123,33 @@ pub fn forward_headers(data: &[u8]) {
         );
         assert!(t.url.fragment().is_none(), "{}", t.url);
         assert!(!t.method.is_empty() && t.method.bytes().all(|b| b.is_ascii_uppercase()));
+    }
+}
+
+/// Forward auth's reading of the target (plain targets without the URL parser) decides as
+/// the full path does (parse, then the redirect validator): both accept or both refuse, with
+/// the same host, path and query, method, cookie domain and return URL.
+pub fn plain_reading_agrees(flavor: Flavor, headers: &HeaderMap) {
+    let f = ForwardHeaders::read(headers);
+    let r = redirects();
+    let fast = resolve_target(flavor, &f, &Method::GET, &r);
+    let full = parse_target(flavor, headers, &Method::GET)
+        .ok()
+        .and_then(|t| Some((r.check(t.url.as_str())?, t.method)));
+    match (fast, full) {
+        (Ok(t), Some((url, method))) => {
+            assert_eq!(Some(t.host.as_ref()), url.host_str(), "{url}");
+            let path = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_string(),
+            };
+            assert_eq!(t.path, path, "{url}");
+            assert_eq!(t.method, method, "{url}");
+            assert_eq!(t.cookie_domain, r.domain_index_for(url.host_str().unwrap()));
+            assert_eq!(t.url(&r).as_deref(), Some(&url));
+        }
+        (Err(_), None) => {}
+        (fast, full) => panic!("forward auth {:?}, full path {full:?}", fast.map(|t| t.path)),
     }
 }
 

@@ -46,7 +46,8 @@ pub struct AccessRequest<'a> {
     pub path: &'a str,
     /// HTTP method of the original request.
     pub method: &'a str,
-    /// Client address (the first trusted `X-Forwarded-For` hop, else the TCP peer).
+    /// Client address (the first trusted `X-Forwarded-For` hop, else the TCP peer). Only
+    /// rules with `networks` read it ([`AccessControl::uses_networks`]).
     pub client_ip: IpAddr,
 }
 
@@ -76,6 +77,8 @@ pub struct AccessControl {
     default_policy: Policy,
     headers: IdentityHeaders,
     rules: Vec<Rule>,
+    /// Some rule has `networks`: only then does [`AccessRequest::client_ip`] matter.
+    uses_networks: bool,
 }
 
 #[derive(Debug)]
@@ -136,6 +139,7 @@ impl AccessControl {
         Ok(AccessControl {
             default_policy: config.default_policy,
             headers: config.identity_headers.clone(),
+            uses_networks: rules.iter().any(|r| !r.networks.is_empty()),
             rules,
         })
     }
@@ -165,6 +169,12 @@ impl AccessControl {
             headers: &self.headers,
             rule: None,
         }
+    }
+
+    /// Whether any rule matches on the client address (`networks`). When none does, the
+    /// caller may skip working out [`AccessRequest::client_ip`] from `X-Forwarded-For`.
+    pub fn uses_networks(&self) -> bool {
+        self.uses_networks
     }
 
     pub fn default_policy(&self) -> Policy {
@@ -454,7 +464,7 @@ fn validate_headers(h: &IdentityHeaders) -> Result<(), String> {
 /// (`utils.URLPathFullClean`), so `/public/../admin` and `/public/%2e%2e/admin` are judged
 /// as `/admin`. Borrows the input when it is already clean.
 pub fn normalize_path(raw: &str) -> Cow<'_, str> {
-    let (path, query) = match raw.find('?') {
+    let (path, query) = match raw.bytes().position(|b| b == b'?') {
         Some(i) => (&raw[..i], Some(&raw[i + 1..])),
         None => (raw, None),
     };

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod redirect;
+pub mod target;
 
 pub use access::{AccessControl, AccessRequest, Requirement, Subject, normalize_path};
 pub use redirect::{MAX_REDIRECT_LEN, RedirectDomain, SafeRedirect};

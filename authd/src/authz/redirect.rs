@@ -149,27 +149,56 @@ impl SafeRedirect {
         allowed.then_some(url)
     }
 
+    /// The domain test of [`Self::check`] for a plain lower-case host name (no IP address;
+    /// see [`super::target`]): it equals or lies under a configured domain that allows the
+    /// scheme (`secure`: https).
+    pub fn covers(&self, host: &str, secure: bool) -> bool {
+        self.plain_host_domains(host, secure).1
+    }
+
+    /// For a plain lower-case host name, in one pass: the position of its cookie domain (as
+    /// [`Self::domain_index_for`] gives it) and whether it is covered ([`Self::covers`]).
+    pub fn plain_host_domains(&self, host: &str, secure: bool) -> (Option<usize>, bool) {
+        let mut first = None;
+        let mut covered = false;
+        for (i, (d, dip)) in self.domains.iter().enumerate() {
+            // Both sides are lower case here: a byte comparison is enough.
+            let under = dip.is_none()
+                && host.ends_with(d.domain.as_str())
+                && (host.len() == d.domain.len()
+                    || host.as_bytes()[host.len() - d.domain.len() - 1] == b'.');
+            if under {
+                first = first.or(Some(i));
+                covered |= secure || d.allow_http;
+            }
+        }
+        (first, covered)
+    }
+
     /// The first configured domain (in order) that `host` (no port) equals or lies under;
     /// `None` for anything that is not a plain host name or IP address.
     pub fn cookie_domain_for(&self, host: &str) -> Option<&RedirectDomain> {
-        let unbracketed = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        if let Ok(ip) = unbracketed.parse::<IpAddr>() {
-            return self
-                .domains
-                .iter()
-                .find(|(_, dip)| *dip == Some(ip))
-                .map(|(d, _)| d);
+        self.domain_index_for(host).map(|i| &self.domains[i].0)
+    }
+
+    /// Like [`Self::cookie_domain_for`], the position of the domain in configuration order.
+    pub fn domain_index_for(&self, host: &str) -> Option<usize> {
+        // A name (the usual case) with no `:` that ends in a letter is no IP address.
+        if host.contains(':') || !host.ends_with(|c: char| c.is_ascii_alphabetic()) {
+            let unbracketed = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+                return self.domains.iter().position(|(_, dip)| *dip == Some(ip));
+            }
         }
         if !is_ldh_host(host) {
             return None;
         }
         self.domains
             .iter()
-            .find(|(d, dip)| dip.is_none() && within(host, &d.domain))
-            .map(|(d, _)| d)
+            .position(|(d, dip)| dip.is_none() && within(host, &d.domain))
     }
 }
 
@@ -279,13 +308,26 @@ fn expected_ascii_host(host: &str) -> Option<String> {
 
 /// Letters, digits, hyphens and dots; labels 1..=63 bytes; at most 253 bytes.
 fn is_ldh_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+    if host.is_empty() || host.len() > 253 {
+        return false;
+    }
+    let mut label = 0;
+    for b in host.bytes() {
+        if b == b'.' {
+            if label == 0 {
+                return false;
+            }
+            label = 0;
+        } else if b.is_ascii_alphanumeric() || b == b'-' {
+            label += 1;
+            if label > 63 {
+                return false;
+            }
+        } else {
+            return false;
+        }
+    }
+    label > 0
 }
 
 /// `host` equals `domain` or ends with `.domain` (ASCII case-insensitive, label boundary).

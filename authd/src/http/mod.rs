@@ -48,6 +48,8 @@ pub struct AppState {
     pub oidc: Arc<oidc::Oidc>,
     pub clients_status: Arc<std::sync::Mutex<crate::reload::ClientsStatus>>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Session ids seen recently and their store keys (forward auth's hot path).
+    pub session_keys: Arc<request::SessionKeyMemo>,
 }
 
 impl AppState {

@@ -169,6 +169,12 @@ pub(crate) mod tests {
             displayname: display.into(),
             email: email.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            identity: crate::users::IdentityValues::new(
+                name,
+                &groups.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+                display,
+                email,
+            ),
             disabled: false,
             digest: Arc::new(PasswordDigest::parse(digest).unwrap()),
             password_text: digest.into(),

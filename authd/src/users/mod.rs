@@ -14,6 +14,7 @@ pub mod verifier;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::http::HeaderValue;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
@@ -34,6 +35,8 @@ pub struct User {
     /// First address, or empty.
     pub email: String,
     pub groups: Vec<String>,
+    /// The forward-auth identity header values, made once at load.
+    pub identity: IdentityValues,
     pub disabled: bool,
     pub digest: Arc<PasswordDigest>,
     /// The digest text as written in the file (used to detect password changes).
@@ -41,6 +44,30 @@ pub struct User {
     /// `auth::password_fingerprint(&password_text)`, computed once at load: sessions carry
     /// it, and forward auth compares it on every request.
     pub pw_fingerprint: u64,
+}
+
+/// A user's identity as forward-auth header values (`Remote-User`, `-Groups`, `-Name`,
+/// `-Email`), made once when the file is loaded: forward auth clones them (a reference
+/// count) for every request instead of copying and checking the strings. `None` where a
+/// value cannot be sent as a header (a control character in a display name).
+#[derive(Debug, Clone)]
+pub struct IdentityValues {
+    pub user: Option<HeaderValue>,
+    pub groups: Option<HeaderValue>,
+    pub name: Option<HeaderValue>,
+    pub email: Option<HeaderValue>,
+}
+
+impl IdentityValues {
+    pub fn new(name: &str, groups: &[String], displayname: &str, email: &str) -> IdentityValues {
+        let value = |s: &str| HeaderValue::from_str(s).ok();
+        IdentityValues {
+            user: value(name),
+            groups: value(&groups.join(",")),
+            name: value(displayname),
+            email: value(email),
+        }
+    }
 }
 
 /// A loaded, validated users file.
@@ -208,6 +235,7 @@ impl UsersDb {
             users.insert(
                 name.clone(),
                 Arc::new(User {
+                    identity: IdentityValues::new(&name, &groups, &displayname, &email),
                     name,
                     displayname,
                     email,
