@@ -904,12 +904,12 @@ impl Config {
             );
         }
         let s = &self.session;
-        if s.name.is_empty()
-            || !s
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        let cookie_name_ok = |n: &str| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !cookie_name_ok(&s.name) {
             err(
                 "session.name",
                 "must be a non-empty cookie name of [A-Za-z0-9_-]".into(),
@@ -925,6 +925,12 @@ impl Config {
             let key = format!("session.cookies[{i}]");
             if let Err(reason) = validate_cookie_domain(&c.domain) {
                 err(&format!("{key}.domain"), reason);
+            }
+            if c.name.as_deref().is_some_and(|n| !cookie_name_ok(n)) {
+                err(
+                    &format!("{key}.name"),
+                    "must be a non-empty cookie name of [A-Za-z0-9_-]".into(),
+                );
             }
             if !matches!(c.authelia_url.scheme(), "https" | "http") {
                 err(
@@ -1338,13 +1344,15 @@ identity_providers:
     #[test]
     fn validation_names_key_paths() {
         let c = Config::from_yaml(
-            "session:\n  cookies:\n    - domain: halosdev\n      authelia_url: https://evil.example/sso\naccess_control:\n  rules:\n    - domain: a.b\n      resources: ['(']\n      policy: deny\n",
+            "session:\n  cookies:\n    - domain: halosdev\n      name: 's=x'\n      authelia_url: https://evil.example/sso\naccess_control:\n  rules:\n    - domain: a.b\n      resources: ['(']\n      policy: deny\n",
             "a.yml",
         )
         .unwrap();
         let errs = c.validate("a.yml");
         let paths: Vec<_> = errs.iter().map(|e| e.key_path.as_str()).collect();
         assert!(paths.contains(&"session.cookies[0].domain"), "{paths:?}");
+        // A cookie name with `=` would let `s=x=ID` in another cookie pass for a session.
+        assert!(paths.contains(&"session.cookies[0].name"), "{paths:?}");
         assert!(
             paths.contains(&"session.cookies[0].authelia_url"),
             "{paths:?}"

@@ -244,6 +244,15 @@ async fn forget_second_factors(st: &AppState, username: &str) {
 fn spawn_session_sweeper(state: &AppState) {
     let st = state.clone();
     tokio::spawn(async move {
+        let secs = crate::http::request::MEMO_IDLE_SECS as u64 / 2;
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(secs));
+        loop {
+            tick.tick().await;
+            st.session_keys.forget_idle(st.clock.now());
+        }
+    });
+    let st = state.clone();
+    tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
         loop {
             tick.tick().await;

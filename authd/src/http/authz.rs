@@ -82,7 +82,6 @@ pub struct ForwardHeaders<'a> {
     pub authelia_url: Option<&'a str>,
     pub accept: Option<&'a str>,
     pub requested_with: Option<&'a str>,
-    pub content_length: Option<&'a str>,
 }
 
 impl<'a> ForwardHeaders<'a> {
@@ -104,7 +103,6 @@ impl<'a> ForwardHeaders<'a> {
                 "x-authelia-url" => (1 << 8, &mut f.authelia_url),
                 "accept" => (1 << 9, &mut f.accept),
                 "x-requested-with" => (1 << 10, &mut f.requested_with),
-                "content-length" => (1 << 11, &mut f.content_length),
                 _ => continue,
             };
             if seen & bit != 0 {
@@ -564,13 +562,7 @@ pub async fn handle(
     q: &AuthzQuery,
 ) -> Response {
     let start = std::time::Instant::now();
-    let mut resp = decide(flavor, st, peer, method, headers, q).await;
-    if flavor == Flavor::AuthRequest && resp.status() != StatusCode::OK {
-        // nginx never shows an auth_request answer's body (error_page does), and does not
-        // read it: a body would make it close the upstream connection after every check.
-        *resp.body_mut() = axum::body::Body::empty();
-        resp.headers_mut().remove(header::CONTENT_TYPE);
-    }
+    let resp = without_body_for_nginx(flavor, decide(flavor, st, peer, method, headers, q).await);
     let decision = match resp.status() {
         StatusCode::OK => Decision::Allowed,
         StatusCode::FOUND | StatusCode::SEE_OTHER => Decision::Redirect,
@@ -597,14 +589,6 @@ async fn decide(
         return bad_request("request not from a trusted proxy");
     }
     let f = ForwardHeaders::read(headers);
-    // The body is never read here (these routes sit outside the body-limit layer, to keep
-    // the hot path lean), but an oversized one is still refused as elsewhere.
-    if f.content_length
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > config.server.max_body_bytes as u64)
-    {
-        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
-    }
     let site = st.site();
     let target = match resolve_target(flavor, &f, method, &site.redirects) {
         Ok(t) => t,
@@ -736,14 +720,34 @@ pub async fn respond(
     peer: SocketAddr,
     parts: &axum::http::request::Parts,
 ) -> Response {
+    // The body is never read (these routes sit outside the body-limit layer, to keep the
+    // hot path lean), but an oversized one is still refused as elsewhere.
+    if parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > st.config().server.max_body_bytes as u64)
+    {
+        return without_body_for_nginx(flavor, StatusCode::PAYLOAD_TOO_LARGE.into_response());
+    }
     let q = match parts.uri.query() {
         None => AuthzQuery::default(),
         Some(_) => match Query::<AuthzQuery>::try_from_uri(&parts.uri) {
             Ok(Query(q)) => q,
-            Err(e) => return e.into_response(),
+            Err(e) => return without_body_for_nginx(flavor, e.into_response()),
         },
     };
     handle(flavor, st, peer, &parts.method, &parts.headers, &q).await
+}
+
+/// nginx never shows an `auth_request` answer's body (`error_page` does), and does not read
+/// it: a body would make it close the upstream connection after every check.
+fn without_body_for_nginx(flavor: Flavor, mut resp: Response) -> Response {
+    if flavor == Flavor::AuthRequest && resp.status() != StatusCode::OK {
+        *resp.body_mut() = axum::body::Body::empty();
+        resp.headers_mut().remove(header::CONTENT_TYPE);
+    }
+    resp
 }
 
 /// One axum handler per flavour; they differ only in which headers they read. The request

@@ -623,6 +623,7 @@ async fn end_session(st: &AppState, headers: &HeaderMap, cd: &CookieDomain) -> b
     let mut ended = true;
     // Every cookie of ours in the request, valid or not, is ended server-side.
     for value in cookies(headers, &cd.cookie_name) {
+        st.session_keys.forget(value);
         let Some(key) = super::request::session_key(value) else {
             continue;
         };

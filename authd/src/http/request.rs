@@ -145,18 +145,34 @@ const MEMO_SLOTS: usize = 1024;
 /// sends the same id with every sub-request: this remembers the key of the last valid id
 /// seen in each of [`MEMO_SLOTS`] slots and compares the whole id in constant time before
 /// using the key. The slot comes from the id's last bytes mixed with a random seed; a
-/// client that fills slots on purpose only makes others hash again. The ids stay in this
-/// process's memory, like the requests that carried them; the key of an id never changes,
-/// so nothing needs invalidating.
+/// client that fills slots on purpose only makes others hash again. The key of an id never
+/// changes, so nothing needs invalidating; but an id is kept only while it is in use, like
+/// the requests that carry it: [`Self::forget_idle`] wipes the ones unused for
+/// [`MEMO_IDLE_SECS`], and a logout wipes its own ([`Self::forget`]).
 pub struct SessionKeyMemo {
     seed: u64,
     slots: Box<[std::sync::Mutex<Option<MemoEntry>>]>,
 }
 
-/// A remembered id (padded with zeros to whole words) and its key.
+/// How long an id unused by forward auth stays in [`SessionKeyMemo`].
+pub const MEMO_IDLE_SECS: i64 = 120;
+
+/// A remembered id (padded with zeros to whole words), its key, and when it was last used.
 struct MemoEntry {
     id: [u64; 6],
     key: SessionKey,
+    used: i64,
+}
+
+impl MemoEntry {
+    fn wipe(slot: &mut Option<MemoEntry>) {
+        use zeroize::Zeroize;
+        if let Some(e) = slot.as_mut() {
+            e.id.zeroize();
+            e.key.zeroize();
+        }
+        *slot = None;
+    }
 }
 
 fn id_words(id: &[u8; SESSION_ID_LEN]) -> [u64; 6] {
@@ -181,28 +197,75 @@ impl Default for SessionKeyMemo {
 }
 
 impl SessionKeyMemo {
-    /// The store key of session id `cookie_value`, as [`session_key`] gives it.
-    pub fn key(&self, cookie_value: &str) -> Option<SessionKey> {
+    fn slot(&self, words: &[u64; 6]) -> &std::sync::Mutex<Option<MemoEntry>> {
+        let mixed = (words[4] ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        &self.slots[(mixed >> 32) as usize % MEMO_SLOTS]
+    }
+
+    /// Whether `entry` holds exactly `words`: branch-free over all six words, only the final
+    /// answer is compared.
+    fn holds(entry: &MemoEntry, words: &[u64; 6]) -> bool {
         use subtle::ConstantTimeEq;
+        let diff = entry
+            .id
+            .iter()
+            .zip(words)
+            .fold(0u64, |d, (a, b)| d | (a ^ b));
+        bool::from(diff.ct_eq(&0))
+    }
+
+    /// The store key of session id `cookie_value`, as [`session_key`] gives it; `now` in
+    /// seconds (the clock's).
+    pub fn key(&self, cookie_value: &str, now: i64) -> Option<SessionKey> {
         let id: &[u8; SESSION_ID_LEN] = cookie_value.as_bytes().try_into().ok()?;
         let words = id_words(id);
-        let mixed = (words[4] ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let slot = &self.slots[(mixed >> 32) as usize % MEMO_SLOTS];
-        if let Ok(entry) = slot.lock()
-            && let Some(e) = entry.as_ref()
+        let slot = self.slot(&words);
+        if let Ok(mut entry) = slot.lock()
+            && let Some(e) = entry.as_mut()
+            && Self::holds(e, &words)
         {
-            // Branch-free over all six words; only the final answer is compared.
-            let diff = e.id.iter().zip(&words).fold(0u64, |d, (a, b)| d | (a ^ b));
-            if bool::from(diff.ct_eq(&0)) {
-                return Some(e.key);
-            }
+            e.used = now;
+            return Some(e.key);
         }
         // Only valid ids are remembered, so a remembered one needs no second check.
         let key = session_key(cookie_value)?;
         if let Ok(mut entry) = slot.lock() {
-            *entry = Some(MemoEntry { id: words, key });
+            MemoEntry::wipe(&mut entry);
+            *entry = Some(MemoEntry {
+                id: words,
+                key,
+                used: now,
+            });
         }
         Some(key)
+    }
+
+    /// Wipes session id `cookie_value` if it is remembered (at logout).
+    pub fn forget(&self, cookie_value: &str) {
+        let Ok(id) = <&[u8; SESSION_ID_LEN]>::try_from(cookie_value.as_bytes()) else {
+            return;
+        };
+        let words = id_words(id);
+        if let Ok(mut entry) = self.slot(&words).lock()
+            && entry.as_ref().is_some_and(|e| Self::holds(e, &words))
+        {
+            MemoEntry::wipe(&mut entry);
+        }
+    }
+
+    /// Wipes every id not used since `now - MEMO_IDLE_SECS`; returns how many were left.
+    pub fn forget_idle(&self, now: i64) -> usize {
+        let mut left = 0;
+        for slot in &self.slots {
+            if let Ok(mut entry) = slot.lock() {
+                match entry.as_ref() {
+                    Some(e) if now - e.used > MEMO_IDLE_SECS => MemoEntry::wipe(&mut entry),
+                    Some(_) => left += 1,
+                    None => {}
+                }
+            }
+        }
+        left
     }
 }
 
@@ -306,18 +369,36 @@ mod tests {
         let ids: Vec<String> = (0..3 * MEMO_SLOTS).map(|_| new_session_id()).collect();
         for _ in 0..2 {
             for id in &ids {
-                assert_eq!(memo.key(id), session_key(id));
+                assert_eq!(memo.key(id, 0), session_key(id));
             }
         }
-        assert_eq!(memo.key("short"), None);
-        assert_eq!(memo.key(&"a".repeat(42).add_char('!')), None);
+        assert_eq!(memo.key("short", 0), None);
+        assert_eq!(memo.key(&"a".repeat(42).add_char('!'), 0), None);
         // An id that differs from a remembered one in one character gets its own key.
         let id = &ids[0];
         let mut other = id.clone();
         other.replace_range(42.., if id.ends_with('A') { "B" } else { "A" });
-        assert_eq!(memo.key(id), session_key(id));
-        assert_eq!(memo.key(&other), session_key(&other));
-        assert_ne!(memo.key(id), memo.key(&other));
+        assert_eq!(memo.key(id, 0), session_key(id));
+        assert_eq!(memo.key(&other, 0), session_key(&other));
+        assert_ne!(memo.key(id, 0), memo.key(&other, 0));
+    }
+
+    #[test]
+    fn the_memo_keeps_ids_only_while_they_are_used() {
+        let memo = SessionKeyMemo::default();
+        let (a, b) = (new_session_id(), new_session_id());
+        memo.key(&a, 100);
+        memo.key(&b, 100);
+        assert_eq!(memo.forget_idle(100 + MEMO_IDLE_SECS), 2);
+        memo.key(&a, 150);
+        assert_eq!(
+            memo.forget_idle(101 + MEMO_IDLE_SECS),
+            1,
+            "b was idle, a used at 150"
+        );
+        memo.forget(&a);
+        assert_eq!(memo.forget_idle(0), 0, "a logged out");
+        assert_eq!(memo.key(&a, 200), session_key(&a));
     }
 
     trait AddChar {

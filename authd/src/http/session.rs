@@ -80,7 +80,7 @@ async fn lookup_session(
     if values.any(|v| Some(v) != first) {
         return Ok(None);
     }
-    let Some(key) = first.and_then(|v| st.session_keys.key(v)) else {
+    let Some(key) = first.and_then(|v| st.session_keys.key(v, now)) else {
         return Ok(None);
     };
     let Some(session) = st.store.session(&key).await? else {
