@@ -375,6 +375,11 @@ pub async fn run(
     tracing::info!(address = %bound, prefix = %prefix, users = state.users.snapshot().len(), "halos-authd ready");
     systemd::ready();
     systemd::spawn_watchdog();
+    let released = crate::memory::release_startup_memory();
+    tracing::debug!(
+        bytes = released,
+        "start-up code pages returned to the kernel"
+    );
 
     let shutdown = async {
         let mut term = match signal(SignalKind::terminate()) {

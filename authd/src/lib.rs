@@ -15,6 +15,7 @@ pub mod duration;
 pub mod hostnames;
 pub mod http;
 pub mod login_code;
+pub mod memory;
 pub mod metrics;
 pub mod oidc;
 pub mod reload;

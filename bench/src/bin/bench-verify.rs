@@ -1,7 +1,8 @@
 //! A minimal forward-auth verifier (the floor authd is compared with behind nginx):
 //! `GET /verify` takes the `authd_session` cookie, base64url-decodes it to a 32-byte id,
-//! looks it up among 10,000 in-memory sessions and answers `200` with `Remote-User` and
-//! `Remote-Groups`, else `401`. No rules, no expiry, no logging.
+//! looks it up among 10,000 in-memory sessions and answers `200` with the four identity
+//! headers authd sends (`Remote-User`, `-Groups`, `-Name`, `-Email`), else `401` (no body
+//! either way, like authd's answers to nginx). No rules, no expiry, no logging.
 //!
 //! Session `i` has the id `[i as u32 little-endian, 0, ...]`; `ready` is followed by the
 //! cookie of session 0 so the benchmark can use it.
@@ -20,6 +21,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 struct Session {
     user: HeaderValue,
     groups: HeaderValue,
+    name: HeaderValue,
+    email: HeaderValue,
 }
 
 type Sessions = Arc<HashMap<[u8; 32], Session>>;
@@ -50,6 +53,8 @@ async fn verify(State(sessions): State<Sessions>, headers: HeaderMap) -> Respons
             [
                 ("remote-user", s.user.clone()),
                 ("remote-groups", s.groups.clone()),
+                ("remote-name", s.name.clone()),
+                ("remote-email", s.email.clone()),
             ],
         )
             .into_response(),
@@ -63,6 +68,8 @@ fn main() {
             let s = Session {
                 user: HeaderValue::from_str(&format!("user{i}")).expect("header value"),
                 groups: HeaderValue::from_static("users,admins"),
+                name: HeaderValue::from_str(&format!("User {i}")).expect("header value"),
+                email: HeaderValue::from_str(&format!("user{i}@halos.test")).expect("header value"),
             };
             (session_id(i), s)
         })
