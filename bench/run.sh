@@ -37,10 +37,10 @@ target="${CARGO_TARGET_DIR:-target}"
 if [[ " $* " == *" --smoke "* ]]; then
   profile=debug
   echo "==> cargo build (debug, for the smoke run)" >&2
-  cargo build --locked -p authd -p halos-authctl -p halos-bench >&2
+  cargo build --locked -p authd -p halos-bench >&2
 else
   profile=release
   echo "==> cargo build --release" >&2
-  cargo build --release --locked -p authd -p halos-authctl -p halos-bench >&2
+  cargo build --release --locked -p authd -p halos-bench >&2
 fi
 exec /usr/bin/python3 bench/bench.py --bin-dir "$target/$profile" "$@"
