@@ -10,7 +10,9 @@
 //! Once ready, the daemon
 //! - marks the mappings of its own executable `MADV_RANDOM`: a page read from disk later is
 //!   read alone, not with its neighbours (so fault-around finds no cached neighbours to map);
-//! - asks the kernel to reclaim their pages (`MADV_PAGEOUT`, Linux 5.4 and later);
+//! - asks the kernel to reclaim their pages (`MADV_PAGEOUT`, Linux 5.4 and later), and to drop
+//!   the executable's other cached pages (`POSIX_FADV_DONTNEED`), which fault-around would
+//!   otherwise map again;
 //! - asks glibc to return freed heap to the kernel (`malloc_trim`).
 //!
 //! Reclaim never discards data: a clean file page is dropped and read again on its next use.
@@ -76,6 +78,16 @@ pub fn release_startup_memory() -> usize {
         };
         if rc == 0 {
             advised += len;
+        }
+    }
+    // Pages of the executable in the page cache that this process never mapped (cached by an
+    // earlier run or the build) would otherwise be mapped by fault-around again.
+    if let Ok(exe) = std::fs::File::open("/proc/self/exe") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain system call on a file descriptor we own for its duration;
+        // POSIX_FADV_DONTNEED only drops clean cached pages.
+        unsafe {
+            libc::posix_fadvise(exe.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
         }
     }
     #[cfg(target_env = "gnu")]

@@ -1,8 +1,9 @@
 //! Password verification (and hashing of new passwords) off the async runtime, with
 //! bounded memory.
 //!
-//! A fixed number of worker threads ("slots") verify digests; each keeps one argon2
-//! scratch buffer that it reuses while jobs are waiting and frees when none is. Jobs wait in
+//! A fixed number of worker threads ("slots") verify digests, each with an argon2 scratch
+//! buffer taken from a shared pool of at most `slots` buffers; a buffer is reused while jobs
+//! keep coming and freed [`KEEP_BUFFER`] after its last one. Jobs wait in
 //! a bounded queue; when it is full the caller gets [`VerifyError::Busy`] at once, which
 //! the HTTP layer turns into 503 + `Retry-After`. So a login flood costs at most
 //! `slots × memory` and never grows the heap.
@@ -10,8 +11,9 @@
 //! Unknown and disabled users are verified against a dummy digest with the same
 //! parameters as real ones, so response time does not reveal whether a user exists.
 
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::Block;
 use tokio::sync::oneshot;
@@ -69,11 +71,13 @@ impl PasswordVerifier {
     pub fn start(slots: usize, queue: usize, params: &Argon2Config) -> Self {
         let (tx, rx) = sync_channel::<Job>(queue);
         let rx = Arc::new(Mutex::new(rx));
+        let buffers = Arc::new(Buffers::default());
         for i in 0..slots.max(1) {
             let rx = Arc::clone(&rx);
+            let buffers = Arc::clone(&buffers);
             let spawned = std::thread::Builder::new()
                 .name(format!("pw-verify-{i}"))
-                .spawn(move || worker(&rx));
+                .spawn(move || worker(&rx, &buffers));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start password verification thread");
             }
@@ -130,53 +134,99 @@ impl PasswordVerifier {
     }
 }
 
-fn worker(rx: &Mutex<std::sync::mpsc::Receiver<Job>>) {
-    let mut blocks: Vec<Block> = Vec::new();
+/// How long an argon2 buffer is kept after its last job: logins one after another (a
+/// household signing in to several apps) reuse it instead of faulting in 64 MiB each time.
+const KEEP_BUFFER: Duration = Duration::from_secs(2);
+
+/// Argon2 buffers between jobs, with when each was last used. There are never more than
+/// the workers (each takes one for a job and puts it back after), so memory stays bounded by
+/// `slots × memory`.
+#[derive(Default)]
+struct Buffers(Mutex<Vec<(Vec<Block>, Instant)>>);
+
+impl Buffers {
+    fn take(&self) -> Vec<Block> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut b| b.pop())
+            .map(|(blocks, _)| blocks)
+            .unwrap_or_default()
+    }
+
+    fn put(&self, blocks: Vec<Block>) {
+        if let Ok(mut b) = self.0.lock() {
+            b.push((blocks, Instant::now()));
+        }
+    }
+
+    /// Frees the buffers unused for [`KEEP_BUFFER`] (a 64 MiB buffer is mmapped by glibc, so
+    /// dropping it returns it to the OS at once); returns how long until the next one expires.
+    fn free_expired(&self) -> Option<Duration> {
+        let mut b = self.0.lock().ok()?;
+        let now = Instant::now();
+        b.retain(|(_, used)| now.duration_since(*used) < KEEP_BUFFER);
+        b.iter()
+            .map(|(_, used)| KEEP_BUFFER.saturating_sub(now.duration_since(*used)))
+            .min()
+    }
+}
+
+fn worker(rx: &Mutex<std::sync::mpsc::Receiver<Job>>, buffers: &Buffers) {
     loop {
-        let next = {
+        let job = {
             let Ok(guard) = rx.lock() else { return };
-            guard.recv()
-        };
-        let Ok(mut job) = next else { return };
-        loop {
-            match job {
-                Job::Verify {
-                    password,
-                    digest,
-                    reply,
-                } => {
-                    let ok = digest.verify(&password, &mut blocks);
-                    let _ = reply.send(ok);
-                }
-                Job::Hash {
-                    password,
-                    params,
-                    reply,
-                } => {
-                    let _ = reply.send(hash_password(&password, &params));
+            // The worker waiting on the queue (the others wait for it) also frees idle buffers,
+            // so it wakes when the next one expires, or every KEEP_BUFFER (one may have been
+            // put back while it waited).
+            loop {
+                let wait = buffers
+                    .free_expired()
+                    .map_or(KEEP_BUFFER, |d| d.max(Duration::from_millis(10)));
+                match guard.recv_timeout(wait) {
+                    Ok(job) => break job,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
-            // Reuse the buffer for a job that is already waiting (a burst); when none is
-            // (or another worker holds the queue, waiting for one), give the memory back
-            // now: a 64 MiB buffer is mmapped by glibc, so dropping it returns it to the OS.
-            // A worker must not keep it while blocked: it could wait behind the others forever.
-            let more = match rx.try_lock() {
-                Ok(guard) => guard.try_recv().ok(),
-                Err(TryLockError::WouldBlock) => None,
-                Err(TryLockError::Poisoned(_)) => return,
-            };
-            match more {
-                Some(j) => job = j,
-                None => break,
+        };
+        let mut blocks = buffers.take();
+        match job {
+            Job::Verify {
+                password,
+                digest,
+                reply,
+            } => {
+                let ok = digest.verify(&password, &mut blocks);
+                let _ = reply.send(ok);
+            }
+            Job::Hash {
+                password,
+                params,
+                reply,
+            } => {
+                let _ = reply.send(hash_password(&password, &params));
             }
         }
-        blocks = Vec::new();
+        buffers.put(blocks);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buffers_are_reused_while_fresh_and_freed_when_idle() {
+        let b = Buffers::default();
+        b.put(vec![Block::default(); 8]);
+        assert!(b.free_expired().is_some_and(|d| d <= KEEP_BUFFER));
+        assert_eq!(b.take().len(), 8, "a fresh buffer is handed out again");
+        let old = Instant::now().checked_sub(KEEP_BUFFER).unwrap();
+        b.0.lock().unwrap().push((vec![Block::default(); 8], old));
+        assert_eq!(b.free_expired(), None, "an idle one is freed");
+        assert!(b.take().is_empty());
+    }
     use crate::users::hash::hash_password;
 
     fn cheap() -> Argon2Config {
