@@ -1192,7 +1192,8 @@ def print_table(res: dict) -> None:
     lg = res["login"]
     print(f"login: fastest {lg['login_ms']} ms (runs {lg['login_ms_runs']}), one argon2id hash: fastest {lg['hash_ms']} ms, "
           f"median {lg['hash_ms_median']} ms on the same "
-          f"CPU; halos-authd binary {res['binary_bytes']:,} bytes (stripped, this architecture)")
+          f"CPU; halos-authd binary {res['binary_bytes']:,} bytes ({'debug build' if res['smoke'] else 'release, stripped'}, "
+          f"{platform.machine()})")
     st = res["startup"]
     print(f"start-up: exec -> READY=1 {st['ready_ms']} ms (runs {st['ready_ms_runs']}), -> first health 200 "
           f"{st['health_ms']} ms; snippet write -> usable {res['snippet_live_ms']} ms; reload of {SNIPPETS} "
