@@ -1002,8 +1002,10 @@ def main() -> int:
     os.makedirs(os.path.dirname(cfg.out), exist_ok=True)
     with open(cfg.out, "w") as f:
         json.dump(res, f, indent=1)
+    with open(os.path.splitext(cfg.out)[0] + ".md", "w") as f:
+        f.write(markdown(res))
     print_table(res)
-    print(f"\nJSON: {cfg.out}")
+    print(f"\nJSON: {cfg.out} (and the README's figures: {os.path.splitext(cfg.out)[0]}.md)")
     shutil.rmtree(cfg.tmp, ignore_errors=True)
     problems = check_output(cfg.out, cfg.no_callgrind)
     for p in problems:
@@ -1158,6 +1160,42 @@ def targets(res: dict) -> list[dict]:
     add("reload of 100 snippets <= 100 ms (ms)", rl["sighup_to_ready_ms"], 100, rl["sighup_to_ready_ms"] <= 100)
     add("no failed request during the reload", rl["failed_requests"], 0, rl["failed_requests"] == 0)
     return t
+
+
+def markdown(res: dict) -> str:
+    """The figures as README shows them (bench/results/latest.md)."""
+    m, st, mem, fl, lg = res["machine"], res["startup"], res["memory"], res["login_flood"], res["login"]
+    s = res["settings"]
+    out = [f"Measured {res['date'].replace('T', ' ').rstrip('Z')} UTC, commit {res['commit']}, on {m['cpu']} "
+           f"({m['cpus']} vCPUs, {m['mem_mib'] // 1024} GiB, kernel {m['kernel']}; load average at start "
+           f"{m['loadavg_at_start'][0]}); wrk `-t1 -c{s['conns']}`, {s['rounds']} rounds × {s['duration_s']} s, "
+           f"median; servers on CPU {s['server_cpu']}, wrk on CPU {s['load_cpu']}.", "",
+           "| scenario | req/s | vs hello | p50 µs | p99 µs | failed |", "|---|---|---|---|---|---|"]
+    for name, sc in res["scenarios"].items():
+        extra = f" ({sc['tokens_per_s']:,.0f} tokens/s)" if "tokens_per_s" in sc else ""
+        out.append(f"| {name}{extra} | {sc['rps']:,.0f} | {sc['ratio_to_hello'] * 100:.0f} % | {sc['p50_us']:,.0f} | "
+                   f"{sc['p99_us']:,.0f} | {sc['errors']} |")
+    if "instructions" in res:
+        out += ["", "| callgrind, user-space instructions per request | Ir | vs hello |", "|---|---|---|"]
+        for name, v in res["instructions"].items():
+            out.append(f"| {name} | {v['instructions_per_request']:,} | {v['ratio_to_hello']:.2f}× |")
+    out += ["", f"Memory: VmRSS {mem['started'].get('VmRSS'):,} KiB just started, {mem['idle'].get('VmRSS'):,} KiB idle "
+            f"after a login (RssAnon {mem['idle'].get('RssAnon'):,} + RssFile {mem['idle'].get('RssFile'):,}), peak "
+            f"{mem['loaded_peak_rss_kib']:,} KiB under forward-auth load, {mem['final'].get('VmRSS'):,} KiB after every "
+            f"scenario (RssAnon {mem['final'].get('RssAnon'):,} + RssFile {mem['final'].get('RssFile'):,}); hello "
+            f"{mem['hello_idle'].get('VmRSS'):,}, minimal verifier {mem['toy_verify_idle'].get('VmRSS'):,} KiB idle. "
+            f"Login flood ({fl['logins']} at once, 2 hash slots): answers {fl['statuses']}, VmRSS "
+            f"{fl['rss_before_kib']:,} → peak {fl['rss_peak_kib']:,} → {fl['rss_6s_after_kib']:,} KiB 6 s later. "
+            f"Login {lg['login_ms']} ms against one hash of {lg['hash_ms']} ms (fastest of {len(lg['login_ms_runs'])}). "
+            f"Start: exec → READY=1 {st['ready_ms']} ms, first health 200 {st['health_ms']} ms (1,000 users, 100 "
+            f"snippets). Snippet write → usable {res['snippet_live_ms']} ms. Reload of 100 snippets (SIGHUP → READY=1) "
+            f"{res['reload']['sighup_to_ready_ms']} ms, {res['reload']['failed_requests']} failed of "
+            f"{res['reload']['requests_during']:,} requests. Binary {res['binary_bytes']:,} bytes.", "",
+            "| DESIGN §14 target | measured | |", "|---|---|---|"]
+    for t in res["targets"]:
+        context = f" ({t['context']})" if t.get("context") else ""
+        out.append(f"| {t['target']} | {t['value']}{context} | {'met' if t['met'] else '**not met**'} |")
+    return "\n".join(out) + "\n"
 
 
 def print_table(res: dict) -> None:
