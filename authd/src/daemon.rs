@@ -380,6 +380,10 @@ pub async fn run(
         bytes = released,
         "start-up code pages returned to the kernel"
     );
+    tokio::spawn(async {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        crate::memory::drop_cached_executable();
+    });
 
     let shutdown = async {
         let mut term = match signal(SignalKind::terminate()) {

@@ -1,24 +1,25 @@
 //! Giving back the memory only start-up needed.
 //!
 //! Start-up runs a lot of code once — configuration and YAML parsing, the users file, client
-//! snippets, database migrations, keys, templates — and the kernel maps an executable's pages
-//! in 64 KiB runs around each page touched ("fault-around") and reads them from disk in
-//! 128 KiB runs ("read-around"). So right after start-up most of the daemon's 13 MB of code is
-//! resident, although serving uses a few MB of it (`bench/run.sh` measured 14 MB of mapped
-//! code after start-up, 4.7 MB once this has run and forward auth and a login have been served).
+//! snippets, database migrations, keys, templates — and the kernel reads an executable's code
+//! from disk in read-ahead runs and maps up to 64 KiB of cached code around each page touched
+//! ("fault-around"). So right after start-up most of the daemon's 13 MB of code is resident,
+//! although serving uses a few MB of it.
 //!
 //! Once ready, the daemon
-//! - marks the mappings of its own executable `MADV_RANDOM`: a page read from disk later is
-//!   read alone, not with its neighbours (so fault-around finds no cached neighbours to map);
+//! - marks the mappings of its own executable `MADV_RANDOM`: a page of code read from disk
+//!   later is read alone, not with its neighbours (Linux 6.16 and later ignore this for
+//!   executable mappings and read a read-ahead window anyway: `bench/residency.py readaround`
+//!   shows which way a kernel goes);
 //! - asks the kernel to reclaim their pages (`MADV_PAGEOUT`, Linux 5.4 and later), and to drop
-//!   the executable's other cached pages (`POSIX_FADV_DONTNEED`), which fault-around would
-//!   otherwise map again;
+//!   the executable's other cached pages (`POSIX_FADV_DONTNEED`, once more a second later,
+//!   see [`drop_cached_executable`]), which fault-around would otherwise map again;
 //! - asks glibc to return freed heap to the kernel (`malloc_trim`).
 //!
 //! Reclaim never discards data: a clean file page is dropped and read again on its next use.
 //! Only mappings of the executable that are not writable and hold no private (copy-on-write)
 //! pages are advised, so nothing goes to swap. The price is paid once per code path: the first
-//! request of a kind the daemon has not served since start-up reads its code page by page
+//! request of a kind the daemon has not served since start-up reads its code from disk
 //! (on the VM the benchmark runs on, the first login after start took 0.21 s instead of 0.16 s).
 //! Failures are ignored: this only changes how much memory the idle daemon holds, never what
 //! it does.
@@ -80,8 +81,21 @@ pub fn release_startup_memory() -> usize {
             advised += len;
         }
     }
-    // Pages of the executable in the page cache that this process never mapped (cached by an
-    // earlier run or the build) would otherwise be mapped by fault-around again.
+    drop_cached_executable();
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory; it takes the allocator's own lock.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    advised
+}
+
+/// Drops the executable's cached pages that no process maps (`POSIX_FADV_DONTNEED`), so that
+/// fault-around does not map them again with the next page of code the daemon runs. Right
+/// after `MADV_PAGEOUT` most of them cannot be dropped yet, so the daemon calls this once more
+/// a second after start-up (measured with `fincore` on the demo daemon: 12.3 MiB of the
+/// executable's code cached after the first call, 2.7 MiB after the second).
+pub fn drop_cached_executable() {
     if let Ok(exe) = std::fs::File::open("/proc/self/exe") {
         use std::os::fd::AsRawFd;
         // SAFETY: a plain system call on a file descriptor we own for its duration;
@@ -90,12 +104,6 @@ pub fn release_startup_memory() -> usize {
             libc::posix_fadvise(exe.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
         }
     }
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free heap memory; it takes the allocator's own lock.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-    advised
 }
 
 #[cfg(test)]
@@ -120,5 +128,47 @@ mod tests {
         // Code paged out runs again (this call), data is untouched.
         assert_eq!(clean_executable_mappings().len(), maps.len());
         assert_eq!(text, "still here");
+    }
+
+    /// Pages of the executable's file in the page cache, among its last `len` bytes.
+    fn cached_tail_pages(exe: &std::fs::File, len: usize) -> usize {
+        use std::os::fd::AsRawFd;
+        let size = exe.metadata().unwrap().len() as usize;
+        let page = 4096;
+        let start = (size - len) / page * page;
+        let len = size - start;
+        let mut vec = vec![0u8; len.div_ceil(page)];
+        // SAFETY: a fresh read-only shared mapping of our own open file, never dereferenced;
+        // mincore only writes one byte per page into `vec`, which is long enough; unmapped
+        // before returning.
+        unsafe {
+            let addr = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                exe.as_raw_fd(),
+                start as libc::off_t,
+            );
+            assert_ne!(addr, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(addr, len, vec.as_mut_ptr()), 0);
+            libc::munmap(addr, len);
+        }
+        vec.iter().filter(|v| **v & 1 == 1).count()
+    }
+
+    #[test]
+    fn drops_cached_pages_of_the_executable_that_nothing_maps() {
+        use std::io::{Read, Seek, SeekFrom};
+        // The test binary's tail (symbols, debug information) is never mapped: read it into
+        // the page cache, then drop it.
+        let mut exe = std::fs::File::open("/proc/self/exe").unwrap();
+        let tail = 256 * 1024;
+        exe.seek(SeekFrom::End(-(tail as i64))).unwrap();
+        let mut buf = Vec::new();
+        exe.read_to_end(&mut buf).unwrap();
+        assert!(cached_tail_pages(&exe, tail) >= 60);
+        drop_cached_executable();
+        assert_eq!(cached_tail_pages(&exe, tail), 0);
     }
 }
