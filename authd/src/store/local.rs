@@ -65,6 +65,33 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// A login's one write.
+const SESSION_WRITE: &str = "INSERT OR REPLACE INTO sessions (key, username, level, cookie_domain, created, last_activity, remember_me, auth_time, amr, pw_fingerprint, data)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+/// Changes when another process (`halos-authctl`) commits; polled every 300 ms.
+const DATA_VERSION: &str = "PRAGMA data_version";
+
+/// Runs one statement through the connection's statement cache: SQLite parses and plans each
+/// distinct statement once per connection, not on every call (a login's session write, the
+/// 300 ms `PRAGMA data_version` poll).
+fn exec<P: rusqlite::Params>(
+    c: &rusqlite::Connection,
+    sql: &str,
+    params: P,
+) -> Result<usize, rusqlite::Error> {
+    c.prepare_cached(sql)?.execute(params)
+}
+
+/// The first row of a cached statement's result (see [`exec`]).
+fn one_row<T, P: rusqlite::Params>(
+    c: &rusqlite::Connection,
+    sql: &str,
+    params: P,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> Result<T, rusqlite::Error>,
+) -> Result<T, rusqlite::Error> {
+    c.prepare_cached(sql)?.query_row(params, f)
+}
+
 /// Appends to the change log (and forgets entries older than an hour).
 fn log_change(
     c: &rusqlite::Connection,
@@ -73,18 +100,19 @@ fn log_change(
     subject: &str,
 ) -> Result<(), rusqlite::Error> {
     let now = unix_now();
-    c.execute(
+    exec(
+        c,
         "INSERT INTO changes (origin, kind, subject, at) VALUES (?1, ?2, ?3, ?4)",
         params![origin, kind, subject, now],
     )?;
-    c.execute("DELETE FROM changes WHERE at < ?1", params![now - 3600])?;
+    exec(c, "DELETE FROM changes WHERE at < ?1", params![now - 3600])?;
     Ok(())
 }
 
 fn read_api_tokens(
     c: &rusqlite::Connection,
 ) -> Result<HashMap<String, Arc<ApiToken>>, rusqlite::Error> {
-    let mut st = c.prepare("SELECT data FROM api_tokens")?;
+    let mut st = c.prepare_cached("SELECT data FROM api_tokens")?;
     let rows = st.query_map([], |r| r.get::<_, String>(0))?;
     let mut map = HashMap::new();
     for row in rows {
@@ -170,6 +198,10 @@ impl LocalStore {
         let (api_tokens, seen) = db.call_blocking(|c| {
             let seen: i64 =
                 c.query_row("SELECT COALESCE(MAX(id), 0) FROM changes", [], |r| r.get(0))?;
+            // Compiled now, while start-up's code is resident anyway, so that the first login
+            // and the change poll run no SQL compiler code (`memory.rs`).
+            c.prepare_cached(SESSION_WRITE)?;
+            c.prepare_cached(DATA_VERSION)?;
             Ok((read_api_tokens(c)?, seen))
         })?;
         let mut raw = [0u8; 16];
@@ -196,7 +228,7 @@ impl LocalStore {
             let Some(store) = store.upgrade() else {
                 return;
             };
-            let v: i64 = match c.query_row("PRAGMA data_version", [], |r| r.get(0)) {
+            let v: i64 = match one_row(c, DATA_VERSION, [], |r| r.get(0)) {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(error = %e, "state database: cannot read data_version");
@@ -216,7 +248,7 @@ impl LocalStore {
     fn apply_other_changes(&self, c: &rusqlite::Connection) -> Result<(), StoreError> {
         let seen = self.seen_change.load(Ordering::Acquire);
         let rows: Vec<(i64, String, String, String, i64)> = {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT id, origin, kind, subject, at FROM changes WHERE id > ?1 ORDER BY id",
             )?;
             st.query_map(params![seen], |r| {
@@ -294,7 +326,11 @@ impl LocalStore {
             self.db.exec("purge sessions", move |c| {
                 let tx = c.transaction()?;
                 for k in keys {
-                    tx.execute("DELETE FROM sessions WHERE key = ?1", params![k.as_slice()])?;
+                    exec(
+                        &tx,
+                        "DELETE FROM sessions WHERE key = ?1",
+                        params![k.as_slice()],
+                    )?;
                 }
                 tx.commit()
             });
@@ -306,30 +342,31 @@ impl LocalStore {
     /// a crash or restart right after it (logins are rare; the write is one row).
     async fn persist(&self, s: &Session) -> Result<(), StoreError> {
         let s = s.clone();
-        self.db.call(move |c| {
-            c.execute(
-                "INSERT OR REPLACE INTO sessions (key, username, level, cookie_domain, created, last_activity, remember_me, auth_time, amr, pw_fingerprint, data)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    s.key.as_slice(),
-                    s.username,
-                    s.level as u8 as i64,
-                    s.cookie_domain,
-                    s.created,
-                    s.last_activity,
-                    s.remember_me as i64,
-                    s.auth_time,
-                    s.amr.join(","),
-                    s.pw_fingerprint as i64,
-                    to_json(&SessionExtra {
-                        reauth_at: s.reauth_at,
-                        must_change_password: s.must_change_password,
-                    })?
-                ],
-            )?;
-            Ok(())
-        })
-        .await
+        self.db
+            .call(move |c| {
+                exec(
+                    c,
+                    SESSION_WRITE,
+                    params![
+                        s.key.as_slice(),
+                        s.username,
+                        s.level as u8 as i64,
+                        s.cookie_domain,
+                        s.created,
+                        s.last_activity,
+                        s.remember_me as i64,
+                        s.auth_time,
+                        s.amr.join(","),
+                        s.pw_fingerprint as i64,
+                        to_json(&SessionExtra {
+                            reauth_at: s.reauth_at,
+                            must_change_password: s.must_change_password,
+                        })?
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -349,13 +386,13 @@ fn load_token(
     c: &rusqlite::Connection,
     hash: &[u8],
 ) -> Result<Option<TokenRecord>, rusqlite::Error> {
-    let data: Option<String> = c
-        .query_row(
-            "SELECT data FROM oidc_tokens WHERE hash = ?1",
-            params![hash],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let data: Option<String> = one_row(
+        c,
+        "SELECT data FROM oidc_tokens WHERE hash = ?1",
+        params![hash],
+        |r| r.get(0),
+    )
+    .optional()?;
     data.map(|d| from_json(&d)).transpose()
 }
 
@@ -364,9 +401,16 @@ fn store_token(
     hash: &[u8],
     t: &TokenRecord,
 ) -> Result<(), rusqlite::Error> {
-    c.execute(
+    exec(
+        c,
         "INSERT OR REPLACE INTO oidc_tokens (hash, family, username, expires, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![hash, t.family, t.grant.username, t.grant.expires_at, to_json(t)?],
+        params![
+            hash,
+            t.family,
+            t.grant.username,
+            t.grant.expires_at,
+            to_json(t)?
+        ],
     )?;
     Ok(())
 }
@@ -403,13 +447,13 @@ impl Store for LocalStore {
         let user = username.to_string();
         self.db
             .call(move |c| {
-                let row: Option<(String, i64)> = c
-                    .query_row(
-                        "SELECT data, last_used_step FROM totp WHERE username = ?1",
-                        params![user],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
+                let row: Option<(String, i64)> = one_row(
+                    c,
+                    "SELECT data, last_used_step FROM totp WHERE username = ?1",
+                    params![user],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
                 row.map(|(d, step)| {
                     let mut t: TotpRecord = from_json(&d)?;
                     t.last_used_step = step as u64;
@@ -424,7 +468,7 @@ impl Store for LocalStore {
         let user = username.to_string();
         self.db
             .call(move |c| {
-                c.execute(
+                exec(c,
                     "INSERT OR REPLACE INTO totp (username, data, last_used_step) VALUES (?1, ?2, ?3)",
                     params![user, to_json(&record)?, record.last_used_step as i64],
                 )?;
@@ -436,9 +480,7 @@ impl Store for LocalStore {
     async fn delete_totp(&self, username: &str) -> Result<bool, StoreError> {
         let user = username.to_string();
         self.db
-            .call(move |c| {
-                Ok(c.execute("DELETE FROM totp WHERE username = ?1", params![user])? > 0)
-            })
+            .call(move |c| Ok(exec(c, "DELETE FROM totp WHERE username = ?1", params![user])? > 0))
             .await
     }
 
@@ -447,15 +489,14 @@ impl Store for LocalStore {
         // One conditional UPDATE on the single writer thread: compare-and-set.
         self.db
             .call(move |c| {
-                let n = c.execute(
+                let n = exec(c,
                     "UPDATE totp SET last_used_step = ?2 WHERE username = ?1 AND last_used_step < ?2",
                     params![user, step as i64],
                 )?;
                 if n > 0 {
                     return Ok(StepUse::Accepted);
                 }
-                let exists = c
-                    .query_row("SELECT 1 FROM totp WHERE username = ?1", params![user], |_| Ok(()))
+                let exists = one_row(c, "SELECT 1 FROM totp WHERE username = ?1", params![user], |_| Ok(()))
                     .optional()?
                     .is_some();
                 Ok(if exists { StepUse::Replayed } else { StepUse::NotEnrolled })
@@ -467,8 +508,9 @@ impl Store for LocalStore {
         let user = username.to_string();
         self.db
             .call(move |c| {
-                let mut st =
-                    c.prepare("SELECT data FROM passkeys WHERE username = ?1 ORDER BY rowid")?;
+                let mut st = c.prepare_cached(
+                    "SELECT data FROM passkeys WHERE username = ?1 ORDER BY rowid",
+                )?;
                 let rows = st.query_map(params![user], |r| r.get::<_, String>(0))?;
                 rows.map(|d| from_json(&d?)).collect()
             })
@@ -479,13 +521,13 @@ impl Store for LocalStore {
         let id = credential_id.to_string();
         self.db
             .call(move |c| {
-                let d: Option<String> = c
-                    .query_row(
-                        "SELECT data FROM passkeys WHERE credential_id = ?1",
-                        params![id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
+                let d: Option<String> = one_row(
+                    c,
+                    "SELECT data FROM passkeys WHERE credential_id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?;
                 d.map(|d| from_json(&d)).transpose()
             })
             .await
@@ -495,12 +537,14 @@ impl Store for LocalStore {
         self.db
             .call(move |c| {
                 // An update keeps the row (and so the list order); a new id is appended.
-                let n = c.execute(
+                let n = exec(
+                    c,
                     "UPDATE passkeys SET data = ?3 WHERE credential_id = ?1 AND username = ?2",
                     params![record.credential_id, record.username, to_json(&record)?],
                 )?;
                 if n == 0 {
-                    c.execute(
+                    exec(
+                        c,
                         "INSERT INTO passkeys (credential_id, username, data) VALUES (?1, ?2, ?3)",
                         params![record.credential_id, record.username, to_json(&record)?],
                     )?;
@@ -518,7 +562,8 @@ impl Store for LocalStore {
         let (user, id) = (username.to_string(), credential_id.to_string());
         self.db
             .call(move |c| {
-                Ok(c.execute(
+                Ok(exec(
+                    c,
                     "DELETE FROM passkeys WHERE credential_id = ?1 AND username = ?2",
                     params![id, user],
                 )? > 0)
@@ -530,17 +575,17 @@ impl Store for LocalStore {
         let key = key.to_string();
         self.db
             .call(move |c| {
-                c.execute(
+                exec(c,
                     "INSERT OR REPLACE INTO ceremonies (key, data, expires) VALUES (?1, ?2, ?3)",
                     params![key, data, expires],
                 )?;
                 // Ceremonies last minutes: anything an hour older than this one is over.
                 // And a flood of unauthenticated starts cannot grow the table without bound.
-                c.execute(
+                exec(c,
                     "DELETE FROM ceremonies WHERE expires < ?1",
                     params![expires - 3_600],
                 )?;
-                c.execute(
+                exec(c,
                     "DELETE FROM ceremonies WHERE key IN (SELECT key FROM ceremonies ORDER BY expires, rowid
                      LIMIT max(0, (SELECT count(*) FROM ceremonies) - ?1))",
                     params![MAX_CEREMONIES],
@@ -554,13 +599,13 @@ impl Store for LocalStore {
         let key = key.to_string();
         self.db
             .call(move |c| {
-                let row: Option<(String, i64)> = c
-                    .query_row(
-                        "DELETE FROM ceremonies WHERE key = ?1 RETURNING data, expires",
-                        params![key],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
+                let row: Option<(String, i64)> = one_row(
+                    c,
+                    "DELETE FROM ceremonies WHERE key = ?1 RETURNING data, expires",
+                    params![key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
                 Ok(row.filter(|(_, exp)| now < *exp).map(|(d, _)| d))
             })
             .await
@@ -592,7 +637,8 @@ impl Store for LocalStore {
         self.db
             .call(move |c| {
                 let tx = c.transaction()?;
-                tx.execute(
+                exec(
+                    &tx,
                     "INSERT OR REPLACE INTO api_tokens (id, username, data) VALUES (?1, ?2, ?3)",
                     params![t.id, t.username, to_json(&t)?],
                 )?;
@@ -614,7 +660,7 @@ impl Store for LocalStore {
             .db
             .call(move |c| {
                 let tx = c.transaction()?;
-                let n = tx.execute("DELETE FROM api_tokens WHERE id = ?1", params![key])?;
+                let n = exec(&tx, "DELETE FROM api_tokens WHERE id = ?1", params![key])?;
                 if n > 0 {
                     log_change(&tx, &origin, CHANGE_API_TOKENS, &key)?;
                 }
@@ -638,7 +684,11 @@ impl Store for LocalStore {
             .db
             .call(move |c| {
                 let tx = c.transaction()?;
-                let n = tx.execute("DELETE FROM api_tokens WHERE username = ?1", params![user])?;
+                let n = exec(
+                    &tx,
+                    "DELETE FROM api_tokens WHERE username = ?1",
+                    params![user],
+                )?;
                 if n > 0 {
                     log_change(&tx, &origin, CHANGE_API_TOKENS, &user)?;
                 }
@@ -688,7 +738,8 @@ impl Store for LocalStore {
         if let Some(t) = updated {
             // No change-log row: a use time is not worth waking other processes for.
             self.db.exec("touch API token", move |c| {
-                c.execute(
+                exec(
+                    c,
                     "UPDATE api_tokens SET data = ?1 WHERE id = ?2",
                     params![to_json(&*t)?, t.id],
                 )?;
@@ -701,11 +752,11 @@ impl Store for LocalStore {
     async fn save_login_code(&self, hash: TokenHash, code: LoginCode) -> Result<(), StoreError> {
         self.db
             .call(move |c| {
-                c.execute(
+                exec(c,
                     "DELETE FROM login_codes WHERE expires <= ?1",
                     params![code.created],
                 )?;
-                c.execute(
+                exec(c,
                     "INSERT INTO login_codes (hash, username, expires, data) VALUES (?1, ?2, ?3, ?4)",
                     params![hash.as_slice(), code.username, code.expires, to_json(&code)?],
                 )?;
@@ -722,13 +773,13 @@ impl Store for LocalStore {
         // One statement: whoever deletes the row owns the code, in any process.
         self.db
             .call(move |c| {
-                let data: Option<String> = c
-                    .query_row(
-                        "DELETE FROM login_codes WHERE hash = ?1 RETURNING data",
-                        params![hash.as_slice()],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
+                let data: Option<String> = one_row(
+                    c,
+                    "DELETE FROM login_codes WHERE hash = ?1 RETURNING data",
+                    params![hash.as_slice()],
+                    |r| r.get(0),
+                )
+                .optional()?;
                 let code: Option<LoginCode> = data.map(|d| from_json(&d)).transpose()?;
                 Ok(code.filter(|code| now < code.expires))
             })
@@ -739,8 +790,12 @@ impl Store for LocalStore {
         let user = username.to_string();
         self.db
             .call(move |c| {
-                c.execute("DELETE FROM login_codes WHERE username = ?1", params![user])
-                    .map(|n| n as u32)
+                exec(
+                    c,
+                    "DELETE FROM login_codes WHERE username = ?1",
+                    params![user],
+                )
+                .map(|n| n as u32)
             })
             .await
     }
@@ -761,11 +816,13 @@ impl Store for LocalStore {
         let sub = self
             .db
             .call(move |c| {
-                c.execute(
+                exec(
+                    c,
                     "INSERT OR IGNORE INTO subjects (username, sub) VALUES (?1, ?2)",
                     params![user, fresh],
                 )?;
-                c.query_row(
+                one_row(
+                    c,
                     "SELECT sub FROM subjects WHERE username = ?1",
                     params![user],
                     |r| r.get::<_, String>(0),
@@ -782,12 +839,14 @@ impl Store for LocalStore {
     async fn save_code(&self, hash: TokenHash, code: StoredCode) -> Result<(), StoreError> {
         self.db
             .call(move |c| {
-                c.execute(
+                exec(
+                    c,
                     "INSERT INTO oidc_codes (hash, data, used, expires) VALUES (?1, ?2, 0, ?3)",
                     params![hash.as_slice(), to_json(&code)?, code.grant.expires_at],
                 )?;
                 // Old codes are useless after their lifetime plus a margin for replay detection.
-                c.execute(
+                exec(
+                    c,
                     "DELETE FROM oidc_codes WHERE expires < ?1",
                     params![code.grant.expires_at - 86_400],
                 )?;
@@ -800,13 +859,13 @@ impl Store for LocalStore {
         // Runs on the single database thread: check-and-mark is atomic.
         self.db
             .call(move |c| {
-                let row: Option<(String, i64)> = c
-                    .query_row(
-                        "SELECT data, used FROM oidc_codes WHERE hash = ?1",
-                        params![hash.as_slice()],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
+                let row: Option<(String, i64)> = one_row(
+                    c,
+                    "SELECT data, used FROM oidc_codes WHERE hash = ?1",
+                    params![hash.as_slice()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
                 let Some((data, used)) = row else {
                     return Ok(Redemption::Unknown);
                 };
@@ -816,7 +875,8 @@ impl Store for LocalStore {
                         family: code.family,
                     });
                 }
-                c.execute(
+                exec(
+                    c,
                     "UPDATE oidc_codes SET used = 1 WHERE hash = ?1",
                     params![hash.as_slice()],
                 )?;
@@ -867,7 +927,8 @@ impl Store for LocalStore {
                 cur.used = true;
                 store_token(&tx, old.as_slice(), &cur)?;
                 store_token(&tx, new.as_slice(), &new_token)?;
-                tx.execute(
+                exec(
+                    &tx,
                     "DELETE FROM oidc_tokens WHERE expires < ?1",
                     params![now - 86_400],
                 )?;
@@ -912,13 +973,13 @@ impl Store for LocalStore {
         let (u, cl) = (username.to_string(), client_id.to_string());
         self.db
             .call(move |c| {
-                let d: Option<String> = c
-                    .query_row(
-                        "SELECT data FROM oidc_consents WHERE username = ?1 AND client_id = ?2",
-                        params![u, cl],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
+                let d: Option<String> = one_row(
+                    c,
+                    "SELECT data FROM oidc_consents WHERE username = ?1 AND client_id = ?2",
+                    params![u, cl],
+                    |r| r.get(0),
+                )
+                .optional()?;
                 d.map(|d| from_json(&d)).transpose()
             })
             .await
@@ -933,7 +994,7 @@ impl Store for LocalStore {
         let (u, cl) = (username.to_string(), client_id.to_string());
         self.db
             .call(move |c| {
-                c.execute(
+                exec(c,
                     "INSERT OR REPLACE INTO oidc_consents (username, client_id, data) VALUES (?1, ?2, ?3)",
                     params![u, cl, to_json(&consent)?],
                 )?;
@@ -978,7 +1039,8 @@ impl Store for LocalStore {
         if persist {
             let key = updated.key;
             self.db.exec("touch session", move |c| {
-                c.execute(
+                exec(
+                    c,
                     "UPDATE sessions SET last_activity = ?1 WHERE key = ?2",
                     params![now, key.as_slice()],
                 )?;
@@ -996,7 +1058,8 @@ impl Store for LocalStore {
         let key = *key;
         self.db
             .call(move |c| {
-                c.execute(
+                exec(
+                    c,
                     "DELETE FROM sessions WHERE key = ?1",
                     params![key.as_slice()],
                 )
@@ -1018,7 +1081,11 @@ impl Store for LocalStore {
             .db
             .call(move |c| {
                 let tx = c.transaction()?;
-                let n = tx.execute("DELETE FROM sessions WHERE username = ?1", params![user])?;
+                let n = exec(
+                    &tx,
+                    "DELETE FROM sessions WHERE username = ?1",
+                    params![user],
+                )?;
                 log_change(&tx, &origin, CHANGE_USER_SESSIONS, &user)?;
                 tx.commit()?;
                 Ok(n as u32)
@@ -1039,7 +1106,8 @@ impl Store for LocalStore {
         let user = username.to_string();
         self.db
             .call(move |c| {
-                c.execute(
+                exec(
+                    c,
                     "DELETE FROM sessions WHERE username = ?1 AND pw_fingerprint != ?2",
                     params![user, keep as i64],
                 )
@@ -1087,7 +1155,8 @@ impl Store for LocalStore {
             .insert((kind, subject.to_string()), until);
         let subject = subject.to_string();
         self.db.exec("ban", move |c| {
-            c.execute(
+            exec(
+                c,
                 "INSERT OR REPLACE INTO bans (kind, subject, until) VALUES (?1, ?2, ?3)",
                 params![kind.as_str(), subject, until],
             )?;

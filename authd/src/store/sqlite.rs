@@ -135,6 +135,8 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA temp_store=MEMORY;",
     )?;
     migrate(&conn)?;
+    // Room for every statement the store runs (about 45), so none is compiled twice.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
