@@ -13,10 +13,10 @@ segment of the demangled symbol), largest first.
 `readaround` shows what one page fault in an `MADV_RANDOM` mapping of FILE costs, for a plain
 read-only mapping and for an executable one: it drops FILE's cached pages, touches one page
 in every MiB, and reports how much the kernel read (page cache, by mincore) and mapped
-(the mapping's Rss). Linux 6.16 and later ignore MADV_RANDOM for executable mappings: each
-fault reads the device's read-ahead window (`read_ahead_kb`), and fault-around then maps up to
-64 KiB of cached code around the page. That is what a login's first run of its code costs in
-RSS (README, "Memory").
+(the mapping's Rss). Kernels with 2025's read-ahead change for code (6.18 here) ignore
+MADV_RANDOM for executable mappings: each fault reads the device's read-ahead window
+(`read_ahead_kb`), and fault-around then maps up to 64 KiB of cached code around the page.
+That is what a login's first run of its code costs in RSS (README, "Memory").
 """
 
 import bisect

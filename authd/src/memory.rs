@@ -8,9 +8,9 @@
 //!
 //! Once ready, the daemon
 //! - marks the mappings of its own executable `MADV_RANDOM`: a page of code read from disk
-//!   later is read alone, not with its neighbours (Linux 6.16 and later ignore this for
-//!   executable mappings and read a read-ahead window anyway: `bench/residency.py readaround`
-//!   shows which way a kernel goes);
+//!   later is read alone, not with its neighbours (kernels with 2025's read-ahead change for
+//!   code, such as 6.18, ignore this for executable mappings and read a read-ahead window
+//!   anyway: `bench/residency.py readaround` shows which way a kernel goes);
 //! - asks the kernel to reclaim their pages (`MADV_PAGEOUT`, Linux 5.4 and later), and to drop
 //!   the executable's other cached pages (`POSIX_FADV_DONTNEED`, once more a second later,
 //!   see [`drop_cached_executable`]), which fault-around would otherwise map again;
