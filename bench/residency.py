@@ -67,7 +67,10 @@ def crate_of(name: str) -> str:
         return name.split("::", 1)[0]
     if name.startswith(("sqlite3", "Sqlite", "btree", "pager", "vdbe")):
         return "sqlite3 (C)"
-    return "other (C/asm/unnamed)"
+    if name.startswith("ring_core_") or name.startswith(("ecp_nistz256", "ge_", "fe_", "x25519")):
+        return "ring (C/asm)"
+    # Mostly SQLite's internal (static) functions, whose names carry no prefix.
+    return "other C (mostly SQLite)"
 
 
 def resident_file_offsets(pid: int, exe_ino: int) -> list[int]:
