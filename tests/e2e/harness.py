@@ -426,21 +426,27 @@ class Caddy(Proxy):
 
 class Nginx(Proxy):
     """Debian's nginx with auth_request (the README recipe), as its own process tree with its own
-    prefix, pid and temp paths. The two snippets are the README's."""
+    prefix, pid and temp paths. The upstream file and the two snippets are the README's."""
     name = "nginx"
+
+    def upstream_conf(self) -> str:
+        """conf.d/halos-authd-upstream.conf: a keep-alive connection pool to the daemon."""
+        return f"upstream halos_authd {{ server 127.0.0.1:{self.daemon_port}; keepalive 8; }}\n"
 
     def authz_snippet(self) -> str:
         """snippets/halos-authd-location.conf: the internal location auth_request calls."""
-        return textwrap.dedent(f"""\
-            location = /internal/halos-authd {{
+        return textwrap.dedent("""\
+            location = /internal/halos-authd {
                 internal;
-                proxy_pass http://127.0.0.1:{self.daemon_port}/sso/api/authz/auth-request;
+                proxy_pass http://halos_authd/sso/api/authz/auth-request;
+                proxy_http_version 1.1;
+                proxy_set_header Connection "";
                 proxy_pass_request_body off;
                 proxy_set_header Content-Length "";
                 proxy_set_header X-Original-Method $request_method;
                 proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
                 proxy_set_header X-Forwarded-For $remote_addr;
-            }}
+            }
             """)
 
     def protect_snippet(self) -> str:
@@ -487,6 +493,7 @@ http {{
     fastcgi_temp_path {dd}/tmp/fastcgi;
     uwsgi_temp_path {dd}/tmp/uwsgi;
     scgi_temp_path {dd}/tmp/scgi;
+    include {dd}/conf.d/*.conf;
 
     # The portal host: /sso/ is the daemon, the rest an app behind it.
     server {{
@@ -521,6 +528,8 @@ http {{
     def command(self):
         (self.dir / "tmp").mkdir(exist_ok=True)
         (self.dir / "snippets").mkdir(exist_ok=True)
+        (self.dir / "conf.d").mkdir(exist_ok=True)
+        (self.dir / "conf.d" / "halos-authd-upstream.conf").write_text(self.upstream_conf())
         (self.dir / "snippets" / "halos-authd-location.conf").write_text(self.authz_snippet())
         (self.dir / "snippets" / "halos-authd-authrequest.conf").write_text(self.protect_snippet())
         cfg = self.dir / "nginx.conf"

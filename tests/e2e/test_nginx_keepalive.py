@@ -1,49 +1,21 @@
-"""nginx `auth_request` with a keep-alive upstream pool to the daemon (the faster setup the README
-mentions): the daemon's answers must let nginx reuse one connection for every check.
+"""nginx `auth_request` with the README recipe's keep-alive upstream pool to the daemon: the
+daemon's answers must let nginx reuse one connection for every check.
 
 nginx does not read an `auth_request` answer's body; when there is one, it closes the upstream
 connection after the check, and every page load of every app costs a new TCP connection to the
 daemon (measured by bench/run.sh: a third of the throughput). The daemon therefore answers
 auth-request without a body, whatever the decision.
 """
-import textwrap
-
 import pytest
 
-import harness
-from harness import Nginx, Stack, reap_proxies
+from harness import Stack, reap_proxies
 
 APP = "app.halos.test"
 
 
-class KeepaliveNginx(Nginx):
-    """The README recipe with the auth location pointed at an `upstream` block with `keepalive`."""
-    name = "nginx"
-
-    def authz_snippet(self) -> str:
-        return textwrap.dedent(f"""\
-            location = /internal/halos-authd {{
-                internal;
-                proxy_pass http://halos_authd/sso/api/authz/auth-request;
-                proxy_http_version 1.1;
-                proxy_set_header Connection "";
-                proxy_pass_request_body off;
-                proxy_set_header Content-Length "";
-                proxy_set_header X-Original-Method $request_method;
-                proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
-                proxy_set_header X-Forwarded-For $remote_addr;
-            }}
-            """)
-
-    def config_text(self) -> str:
-        upstream = f"upstream halos_authd {{ server 127.0.0.1:{self.daemon_port}; keepalive 8; }}\n"
-        return super().config_text().replace("http {\n", "http {\n    " + upstream, 1)
-
-
 @pytest.fixture
-def stack(tmp_path, monkeypatch):
-    monkeypatch.setitem(harness.PROXIES, "nginx-keepalive", KeepaliveNginx)
-    st = Stack(tmp_path, "nginx-keepalive", "http", None)
+def stack(tmp_path):
+    st = Stack(tmp_path, "nginx", "http", None)
     yield st
     st.stop()
     reap_proxies()

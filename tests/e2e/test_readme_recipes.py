@@ -33,7 +33,7 @@ def test_caddy_recipe_is_accepted_by_caddy_and_matches_the_tested_one(tmp_path):
 
 
 def test_nginx_recipe_is_accepted_by_nginx_and_matches_the_tested_one(tmp_path):
-    location, authrequest, servers = blocks("nginx")[:3]
+    upstream, location, authrequest, servers = blocks("nginx")[:4]
     certs = make_certs(tmp_path / "tls")
     snippets = tmp_path / "snippets"
     snippets.mkdir()
@@ -44,11 +44,12 @@ def test_nginx_recipe_is_accepted_by_nginx_and_matches_the_tested_one(tmp_path):
                .replace("/etc/ssl/private/halos.local.key", str(certs.key))
                .replace("include snippets/", f"include {snippets}/"))
     conf = tmp_path / "nginx.conf"
-    conf.write_text(f"pid {tmp_path}/nginx.pid;\nevents {{}}\nhttp {{\n{servers}\n}}\n")
+    conf.write_text(f"pid {tmp_path}/nginx.pid;\nevents {{}}\nhttp {{\n{upstream}\n{servers}\n}}\n")
     p = subprocess.run(["nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     tested = Nginx(tmp_path / "n", "https", 443, 9091, 8080, None)
+    assert normalise(upstream) == normalise(tested.upstream_conf())
     assert normalise(location) == normalise(tested.authz_snippet())
     assert normalise(authrequest) == normalise(tested.protect_snippet())
 
