@@ -82,12 +82,19 @@ pub fn release_startup_memory() -> usize {
         }
     }
     drop_cached_executable();
+    trim_heap();
+    advised
+}
+
+/// Returns freed heap to the kernel: glibc keeps what a burst of work freed (connection
+/// buffers of a login flood, start-up's parsing) resident otherwise. Called after start-up and
+/// when the password workers have freed their last argon2 buffer.
+pub fn trim_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free heap memory; it takes the allocator's own lock.
     unsafe {
         libc::malloc_trim(0);
     }
-    advised
 }
 
 /// Drops the executable's cached pages that no process maps (`POSIX_FADV_DONTNEED`), so that

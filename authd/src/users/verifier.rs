@@ -161,14 +161,20 @@ impl Buffers {
     }
 
     /// Frees the buffers unused for [`KEEP_BUFFER`] (a 64 MiB buffer is mmapped by glibc, so
-    /// dropping it returns it to the OS at once); returns how long until the next one expires.
-    fn free_expired(&self) -> Option<Duration> {
-        let mut b = self.0.lock().ok()?;
+    /// dropping it returns it to the OS at once); returns how long until the next one expires
+    /// (`None`: the pool is empty) and how many it freed.
+    fn free_expired(&self) -> (Option<Duration>, usize) {
+        let Ok(mut b) = self.0.lock() else {
+            return (None, 0);
+        };
         let now = Instant::now();
+        let before = b.len();
         b.retain(|(_, used)| now.duration_since(*used) < KEEP_BUFFER);
-        b.iter()
+        let next = b
+            .iter()
             .map(|(_, used)| KEEP_BUFFER.saturating_sub(now.duration_since(*used)))
-            .min()
+            .min();
+        (next, before - b.len())
     }
 }
 
@@ -180,9 +186,12 @@ fn worker(rx: &Mutex<std::sync::mpsc::Receiver<Job>>, buffers: &Buffers) {
             // so it wakes when the next one expires, or every KEEP_BUFFER (one may have been
             // put back while it waited).
             loop {
-                let wait = buffers
-                    .free_expired()
-                    .map_or(KEEP_BUFFER, |d| d.max(Duration::from_millis(10)));
+                let (next, freed) = buffers.free_expired();
+                if freed > 0 && next.is_none() {
+                    // Logins have stopped: give back the heap their connections freed too.
+                    crate::memory::trim_heap();
+                }
+                let wait = next.map_or(KEEP_BUFFER, |d| d.max(Duration::from_millis(10)));
                 match guard.recv_timeout(wait) {
                     Ok(job) => break job,
                     Err(RecvTimeoutError::Timeout) => continue,
@@ -220,11 +229,12 @@ mod tests {
     fn buffers_are_reused_while_fresh_and_freed_when_idle() {
         let b = Buffers::default();
         b.put(vec![Block::default(); 8]);
-        assert!(b.free_expired().is_some_and(|d| d <= KEEP_BUFFER));
+        let (next, freed) = b.free_expired();
+        assert!(next.is_some_and(|d| d <= KEEP_BUFFER) && freed == 0);
         assert_eq!(b.take().len(), 8, "a fresh buffer is handed out again");
         let old = Instant::now().checked_sub(KEEP_BUFFER).unwrap();
         b.0.lock().unwrap().push((vec![Block::default(); 8], old));
-        assert_eq!(b.free_expired(), None, "an idle one is freed");
+        assert_eq!(b.free_expired(), (None, 1), "an idle one is freed");
         assert!(b.take().is_empty());
     }
     use crate::users::hash::hash_password;
