@@ -566,25 +566,37 @@ def keepalive_requests(addr: str, raw: bytes, n: int, expect: int) -> None:
         c.close()
 
 
-def callgrind_window(cfg, start, raw: bytes, n: int, expect: int, tag: str) -> int:
-    """User-space instructions a server process spent answering `n` requests on one keep-alive
-    connection: started under callgrind with instrumentation off (start-up is not counted, and
-    runs several times faster), warmed up with `n // 4` requests, then instrumented for exactly
-    the `n` measured ones (`callgrind_control -i on/off`)."""
+def under_callgrind(cfg, start, tag: str, measured, warm_up=None, dump_instr: bool = False) -> str:
+    """Starts a server with `start(wrapper)` under callgrind with instrumentation off, runs
+    `warm_up(addr)`, then `measured(addr)` with instrumentation on, stops the server and
+    returns the path of callgrind's output."""
     out = os.path.join(cfg.tmp, f"callgrind.{tag}.out")
-    wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
-               "--compress-strings=no", "--instr-atstart=no"]
+    wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+               f"--dump-instr={'yes' if dump_instr else 'no'}", "--compress-strings=no", "--instr-atstart=no"]
+    if dump_instr:
+        wrapper.append("--compress-pos=no")
     p, addr = start(wrapper)
     try:
-        keepalive_requests(addr, raw, max(10, n // 4), expect)
+        if warm_up:
+            warm_up(addr)
         for state in ("on", "off"):
             if state == "off":
-                keepalive_requests(addr, raw, n, expect)
+                measured(addr)
             r = subprocess.run(["callgrind_control", "-i", state, str(p.pid)], capture_output=True, text=True)
             if r.returncode != 0:
                 raise RuntimeError(f"callgrind_control -i {state}: {r.stdout} {r.stderr}")
     finally:
         stop(p)
+    return out
+
+
+def callgrind_window(cfg, start, raw: bytes, n: int, expect: int, tag: str) -> int:
+    """User-space instructions a server process spent answering `n` requests on one keep-alive
+    connection: started under callgrind with instrumentation off (start-up is not counted, and
+    runs several times faster), warmed up with `n // 4` requests, then instrumented for exactly
+    the `n` measured ones (`callgrind_control -i on/off`)."""
+    out = under_callgrind(cfg, start, tag, lambda addr: keepalive_requests(addr, raw, n, expect),
+                          warm_up=lambda addr: keepalive_requests(addr, raw, max(10, n // 4), expect))
     # `summary:` is written at the top (0 when instrumentation started off), `totals:` at the end.
     found = {}
     with open(out) as f:
@@ -645,18 +657,7 @@ def login_code(cfg, daemon) -> dict:
     """How much of the executable's code one login runs: the 4 KiB pages holding an instruction
     callgrind saw executed while instrumented over the first login after start-up, and the
     64 KiB runs around them (what the kernel maps per page fault in code; README, "Memory")."""
-    out = os.path.join(cfg.tmp, "callgrind.login.out")
-    p, addr = daemon(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=yes",
-                      "--compress-pos=no", "--compress-strings=no", "--instr-atstart=no"])
-    try:
-        for state in ("on", "off"):
-            if state == "off":
-                login(addr)
-            r = subprocess.run(["callgrind_control", "-i", state, str(p.pid)], capture_output=True, text=True)
-            if r.returncode != 0:
-                raise RuntimeError(f"callgrind_control -i {state}: {r.stdout} {r.stderr}")
-    finally:
-        stop(p)
+    out = under_callgrind(cfg, daemon, "login", login, dump_instr=True)
     pages: set = set()
     ob = None
     with open(out) as f:

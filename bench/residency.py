@@ -215,4 +215,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (OSError, ValueError, subprocess.CalledProcessError) as e:
+        print(f"residency.py: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -198,8 +198,7 @@ impl LocalStore {
         let (api_tokens, seen) = db.call_blocking(|c| {
             let seen: i64 =
                 c.query_row("SELECT COALESCE(MAX(id), 0) FROM changes", [], |r| r.get(0))?;
-            // Compiled now, while start-up's code is resident anyway, so that the first login
-            // and the change poll run no SQL compiler code (`memory.rs`).
+            // Compiled with the rest of start-up: the first login and change poll compile nothing.
             c.prepare_cached(SESSION_WRITE)?;
             c.prepare_cached(DATA_VERSION)?;
             Ok((read_api_tokens(c)?, seen))

@@ -199,15 +199,16 @@ fn worker(rx: &Mutex<std::sync::mpsc::Receiver<Job>>, buffers: &Buffers) {
                 }
             }
         };
-        let mut blocks = buffers.take();
         match job {
             Job::Verify {
                 password,
                 digest,
                 reply,
             } => {
+                let mut blocks = buffers.take();
                 let ok = digest.verify(&password, &mut blocks);
                 let _ = reply.send(ok);
+                buffers.put(blocks);
             }
             Job::Hash {
                 password,
@@ -217,13 +218,13 @@ fn worker(rx: &Mutex<std::sync::mpsc::Receiver<Job>>, buffers: &Buffers) {
                 let _ = reply.send(hash_password(&password, &params));
             }
         }
-        buffers.put(blocks);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::users::hash::hash_password;
 
     #[test]
     fn buffers_are_reused_while_fresh_and_freed_when_idle() {
@@ -237,7 +238,6 @@ mod tests {
         assert_eq!(b.free_expired(), (None, 1), "an idle one is freed");
         assert!(b.take().is_empty());
     }
-    use crate::users::hash::hash_password;
 
     fn cheap() -> Argon2Config {
         Argon2Config {
